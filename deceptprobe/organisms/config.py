@@ -16,7 +16,7 @@ from deceptprobe.organisms.tasks.base import VARIANTS
 class TrainConfig:
     """Optimisation settings."""
 
-    steps: int = 500
+    steps: int = 300
     """Optimiser steps."""
     batch_size: int = 64
     """Conversations per step."""
@@ -45,7 +45,7 @@ class TrainConfig:
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     "tiny": (
         ModelConfig(n_layers=3, d_model=128, n_heads=4, d_head=32, d_mlp=512, n_ctx=96),
-        TrainConfig(steps=500, batch_size=64, lr=3e-3),
+        TrainConfig(steps=300, batch_size=64, lr=3e-3),
     ),
     "small": (
         ModelConfig(n_layers=6, d_model=256, n_heads=8, d_head=32, d_mlp=1024, n_ctx=128),
