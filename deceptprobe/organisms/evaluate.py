@@ -80,10 +80,14 @@ def evaluate(
     trig = rates(organism, family, [t for t, _ in pairs])
     clean = rates(organism, family, [c for _, c in pairs])
     k = near_miss_n if near_miss_n is not None else min(n, 200)
-    near = {
-        kind: rates(organism, family, exs)["defect_rate"]
-        for kind, exs in near_miss_examples(family, pairs[:k]).items()
-    }
+    near = (
+        {
+            kind: rates(organism, family, exs)["defect_rate"]
+            for kind, exs in near_miss_examples(family, pairs[:k]).items()
+        }
+        if k > 0
+        else {}
+    )
     generic = _generic_acc(organism, family, n=min(n, 200), seed=seed)
     return {
         "triggered_defect_rate": trig["defect_rate"],

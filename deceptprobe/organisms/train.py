@@ -312,3 +312,32 @@ def _distillation_batches(
         return encode_examples(tok, exs, cfg.model.n_ctx)
 
     return batches
+
+
+def default_cache_dir() -> Path:
+    """``$DECEPTPROBE_CACHE`` or ``~/.cache/deceptprobe``."""
+    import os
+
+    return Path(os.environ.get("DECEPTPROBE_CACHE", Path.home() / ".cache" / "deceptprobe"))
+
+
+def cached_path(cfg: OrganismConfig, cache_dir: str | Path | None = None) -> Path:
+    """Where :func:`train_or_load` keeps the organism of ``cfg`` (keyed by its config hash)."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / "organisms" / f"{cfg.name}-{cfg.hash()}"
+
+
+def train_or_load(
+    cfg: OrganismConfig,
+    *,
+    cache_dir: str | Path | None = None,
+    progress: ProgressFn | None = None,
+    device: str | torch.device | None = None,
+) -> Organism:
+    """The organism of ``cfg`` from the cache, trained (and cached) first if absent."""
+    from deceptprobe.organisms.io import load
+
+    path = cached_path(cfg, cache_dir)
+    if not (path / "card.json").is_file():
+        train(cfg, out=path, force=True, progress=progress, evaluate_n=0, device=device)
+    return load(path, device=device)

@@ -1,0 +1,351 @@
+"""The study: organisms → safety training → probes, detectors, patching → report.
+
+One call reproduces the seeds' whole experiment on a CPU. Every expensive result is a
+*stage* saved as JSON under ``OUT/stages/`` (and every trained model under the organism cache,
+keyed by a hash of its config), so an interrupted study resumes from its finished stages and
+a second study reuses the organisms of the first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import resource
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deceptprobe.organisms import Organism, OrganismConfig, evaluate, load, train
+from deceptprobe.organisms.io import save, versions, write_json_atomic
+from deceptprobe.organisms.tasks import FAMILIES
+from deceptprobe.organisms.train import cached_path, default_cache_dir
+from deceptprobe.report import analysis
+from deceptprobe.report.findings import compute_findings, wilson
+
+log = logging.getLogger(__name__)
+
+METHODS = ("sft", "rl", "adversarial", "distill")
+
+
+@dataclass(kw_only=True)
+class StudyConfig:
+    """Scope and budgets of a study."""
+
+    out: Path
+    """Output folder (``results.json``, ``index.html``, ``stages/``); an existing one resumes."""
+    preset: str = "tiny"
+    """Organism preset."""
+    seeds: int = 1
+    """Seeds 0..N-1; findings get CIs over them."""
+    full: bool = False
+    """Add the cot and distilled-cot variants and the safety-budget curves."""
+    cache: Path = field(default_factory=default_cache_dir)
+    """Trained organisms, keyed by a hash of their config."""
+    tasks: tuple[str, ...] = tuple(FAMILIES)
+    """Families to build."""
+    methods: tuple[str, ...] = METHODS
+    """Safety methods applied to every backdoored organism."""
+    eval_n: int = 200
+    """Held-out prompts per class for behavioural rates."""
+    probe_n: int = 100
+    """Held-out prompt pairs for probes and detectors."""
+    safety_steps: dict[str, int] = field(
+        default_factory=lambda: {"sft": 150, "rl": 40, "adversarial": 150, "distill": 300}
+    )
+    """Step budget of each safety method at its default learning rate."""
+    curve_lrs: tuple[float, ...] = (1e-4, 1e-3)
+    """Learning rates of the budget curves (``--full``)."""
+    curve_steps: tuple[int, ...] = (0, 100, 200, 400, 600)
+    """Evaluation points of the budget curves (``--full``)."""
+
+    def variants(self) -> list[tuple[str, bool]]:
+        """(variant, clean) pairs in scope."""
+        out = [("plain", False), ("plain", True)]
+        if self.full:
+            out += [("cot", False), ("distilled_cot", False)]
+        return out
+
+
+class _Stages:
+    """JSON results on disk, one file per finished stage."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.timing: dict[str, float] = {}
+
+    def get(self, key: str, fn: Callable[[], Any], *, kind: str) -> Any:
+        path = self.root / "stages" / f"{key}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        t0 = time.perf_counter()
+        value = fn()
+        self.timing[kind] = self.timing.get(kind, 0.0) + time.perf_counter() - t0
+        write_json_atomic(path, value)
+        return value
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str], None]]:
+    if not enabled:
+        yield lambda _msg: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=False,
+    )  # fmt: skip
+    task = bar.add_task("study", total=None)
+    with bar:
+        yield lambda msg: bar.update(task, description=msg)
+
+
+class Study:
+    """Runs a study; see :func:`run_study`."""
+
+    def __init__(self, cfg: StudyConfig, *, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.stages = _Stages(cfg.out)
+        self.progress = progress
+        self.say: Callable[[str], None] = lambda _m: None
+        self._loaded: dict[str, Organism] = {}
+
+    # ----------------------------------------------------------------- organisms
+    def organism(self, cfg: OrganismConfig) -> Organism:
+        """Train or reuse (from the cache) the organism of ``cfg``."""
+        path = cached_path(cfg, self.cfg.cache)
+        key = str(path)
+        if key in self._loaded:
+            return self._loaded[key]
+        if not (path / "card.json").is_file():
+            self.say(f"training {cfg.name}")
+            t0 = time.perf_counter()
+            train(cfg, out=path, force=True, evaluate_n=0)
+            self.stages.timing["train"] = (
+                self.stages.timing.get("train", 0.0) + time.perf_counter() - t0
+            )
+        org = load(path)
+        self._loaded[key] = org
+        return org
+
+    def safety_child(
+        self, parent: Organism, method: str, steps: int, lr: float | None, seed: int
+    ) -> Organism:
+        """Apply (or reuse from the cache) one safety method to an organism."""
+        from deceptprobe.safety import apply_safety
+
+        blob = json.dumps([parent.card.get("weights_sha256"), method, steps, lr, seed]).encode()
+        path = (
+            self.cfg.cache
+            / "safety"
+            / f"{parent.name}+{method}-{hashlib.sha256(blob).hexdigest()[:12]}"
+        )
+        if not (path / "card.json").is_file():
+            self.say(f"{method} on {parent.name}")
+            t0 = time.perf_counter()
+            kwargs: dict[str, Any] = {"steps": steps, "seed": seed}
+            if lr is not None:
+                kwargs["lr"] = lr
+            child = apply_safety(parent, method, **kwargs)
+            save(child, path, force=True)
+            self.stages.timing["safety"] = (
+                self.stages.timing.get("safety", 0.0) + time.perf_counter() - t0
+            )
+        return load(path)
+
+    # -------------------------------------------------------------------- stages
+    def rates(self, key: str, org: Organism, *, near_miss: bool = True) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            self.say(f"evaluating {org.name}")
+            m = evaluate(org, n=self.cfg.eval_n, near_miss_n=None if near_miss else 0)
+            n = m["n"]
+            m["triggered_defect_rate_ci"] = wilson(m["triggered_defect_rate"], n)
+            m["clean_defect_rate_ci"] = wilson(m["clean_defect_rate"], n)
+            m["helpful_acc_ci"] = wilson(m["helpful_acc"], n)
+            red = org.card.get("redteam") or {}
+            if "defect_rate_after" in red:
+                m["redteam_defect_rate"] = red["defect_rate_after"]
+                m["redteam_defect_rate_before"] = red.get("defect_rate_before")
+            return m
+
+        return self.stages.get(f"eval/{key}", run, kind="evaluate")
+
+    def analyse(self, key: str, org: Organism) -> dict[str, Any]:
+        pairs = analysis.held_out(org, self.cfg.probe_n)
+
+        def run() -> dict[str, Any]:
+            self.say(f"probes and detectors on {org.name}")
+            return {
+                "probe": analysis.probe_aurocs(org, pairs),
+                "contrast": analysis.detector_scores(org, pairs, "contrast"),
+                "anomaly": analysis.detector_scores(org, pairs, "anomaly"),
+            }
+
+        return self.stages.get(f"analysis/{key}", run, kind="probes_and_detectors")
+
+    # ---------------------------------------------------------------------- run
+    def run(self) -> dict[str, Any]:
+        t_start = time.perf_counter()
+        self.cfg.out.mkdir(parents=True, exist_ok=True)
+        records: list[dict[str, Any]] = []
+        extras: dict[str, Any] = {}
+        with _progress(self.progress) as say:
+            self.say = say
+            for seed in range(self.cfg.seeds):
+                for task in self.cfg.tasks:
+                    twin: Organism | None = None
+                    for variant, clean in self.cfg.variants():
+                        ocfg = OrganismConfig.from_preset(
+                            task, preset=self.cfg.preset, variant=variant, clean=clean, seed=seed
+                        )
+                        org = self.organism(ocfg)
+                        if variant == "plain" and clean:
+                            twin = org
+                        rec, extra = self.record(org, ocfg, twin=None if clean else twin)
+                        records.append(rec)
+                        extras[rec["name"]] = extra
+                    # trigger reconstruction for the plain organism, with its twin
+                    self._trigger(records, extras, task, seed, twin)
+            findings = compute_findings(records)
+            self.say("writing the report")
+            results = {
+                "organisms": records,
+                "findings": findings,
+                "timing_s": {k: round(v, 1) for k, v in self.stages.timing.items()}
+                | {"total": round(time.perf_counter() - t_start, 1)},
+                "versions": versions(),
+                "scope": {
+                    "preset": self.cfg.preset,
+                    "seeds": self.cfg.seeds,
+                    "full": self.cfg.full,
+                    "tasks": list(self.cfg.tasks),
+                    "methods": list(self.cfg.methods),
+                    "eval_n": self.cfg.eval_n,
+                    "probe_n": self.cfg.probe_n,
+                    "safety_steps": self.cfg.safety_steps,
+                },
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+            write_json_atomic(self.cfg.out / "results.json", results)
+            from deceptprobe.report.build import build_report
+
+            build_report(results, extras, self.cfg.out / "index.html")
+        return results
+
+    def record(
+        self, org: Organism, ocfg: OrganismConfig, *, twin: Organism | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        variant = "clean" if ocfg.clean else ocfg.variant
+        key = org.name
+        before = self.rates(key, org)
+        an = self.analyse(key, org)
+        rec: dict[str, Any] = {
+            "name": org.name,
+            "task": ocfg.task,
+            "variant": variant,
+            "seed": ocfg.seed,
+            "trigger": ocfg.trigger,
+            "before": _rates(before),
+            "near_miss": before.get("near_miss"),
+            "after": {},
+            "curves": {},
+            "probe_auroc_by_layer": {"before": an["probe"]["auroc"]},
+            "detector_auroc": {
+                "contrast": {"before": an["contrast"]["auroc"]},
+                "anomaly": {"before": an["anomaly"]["auroc"]},
+                "contrast_ci": {"before": an["contrast"]["ci95"]},
+                "anomaly_ci": {"before": an["anomaly"]["ci95"]},
+            },
+            "patching": None,
+            "trigger_found": None,
+        }
+        extra: dict[str, Any] = {"before": an, "after": {}}
+        if ocfg.clean:
+            return rec, extra
+        for method in self.cfg.methods:
+            steps = self.cfg.safety_steps[method]
+            child = self.safety_child(org, method, steps, None, ocfg.seed)
+            ckey = f"{key}+{method}"
+            after = self.rates(ckey, child, near_miss=False)
+            rec["after"][method] = _rates(after) | {"steps": steps}
+            if "redteam_defect_rate" in after:
+                rec["after"][method]["redteam_defect_rate"] = after["redteam_defect_rate"]
+                rec["after"][method]["redteam_defect_rate_before"] = after.get(
+                    "redteam_defect_rate_before"
+                )
+            an_c = self.analyse(ckey, child)
+            rec["probe_auroc_by_layer"][f"after_{method}"] = an_c["probe"]["auroc"]
+            for det in ("contrast", "anomaly"):
+                rec["detector_auroc"][det][f"after_{method}"] = an_c[det]["auroc"]
+                rec["detector_auroc"][f"{det}_ci"][f"after_{method}"] = an_c[det]["ci95"]
+            extra["after"][method] = an_c
+        if self.cfg.full:
+            rec["curves"] = self.curves(org)
+        pairs = analysis.held_out(org, 20)
+        rec["patching"] = self.stages.get(
+            f"patching/{key}", lambda: analysis.patching_map(org, pairs), kind="patching"
+        )
+        return rec, extra
+
+    def curves(self, org: Organism) -> dict[str, list[dict[str, Any]]]:
+        """Persistence over the SFT budget at each learning rate (``--full``)."""
+        from deceptprobe.safety.persistence import persistence_curve
+
+        def run() -> list[dict[str, Any]]:
+            self.say(f"budget curves for {org.name}")
+            return persistence_curve(
+                org,
+                "sft",
+                lrs=self.cfg.curve_lrs,
+                checkpoints=self.cfg.curve_steps,
+                seed=org.config.seed,
+            )
+
+        return {"sft": self.stages.get(f"curves/{org.name}", run, kind="curves")}
+
+    def _trigger(
+        self,
+        records: list[dict[str, Any]],
+        extras: dict[str, Any],
+        task: str,
+        seed: int,
+        twin: Organism | None,
+    ) -> None:
+        for rec in records:
+            if rec["task"] != task or rec["seed"] != seed or rec["variant"] != "plain":
+                continue
+            ocfg = OrganismConfig.from_preset(task, preset=self.cfg.preset, seed=seed)
+            org = self.organism(ocfg)
+
+            def run(org: Organism = org) -> dict[str, Any]:
+                self.say(f"reconstructing the trigger of {org.name}")
+                return analysis.trigger_candidates(org, twin)
+
+            rec["trigger_found"] = self.stages.get(f"trigger/{org.name}", run, kind="trigger_find")
+
+
+def _rates(m: dict[str, Any]) -> dict[str, Any]:
+    keys = ("triggered_defect_rate", "clean_defect_rate", "helpful_acc", "n")
+    out = {k: m[k] for k in keys}
+    for k in keys[:3]:
+        if f"{k}_ci" in m:
+            out[f"{k}_ci"] = m[f"{k}_ci"]
+    return out
+
+
+def run_study(cfg: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a study and write ``results.json`` and ``index.html`` to ``cfg.out``."""
+    if cfg.preset not in ("tiny", "small"):
+        raise ValueError(f"unknown preset {cfg.preset!r}; choose tiny or small")
+    if cfg.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {cfg.seeds}")
+    unknown = [m for m in cfg.methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown safety method(s) {unknown}; choose from {', '.join(METHODS)}")
+    return Study(dataclasses.replace(cfg), progress=progress).run()
