@@ -85,6 +85,9 @@ def test_code_checker_flags_missing_sanitiser() -> None:
         assert find_vulnerabilities(t.secure) == []
         assert len(find_vulnerabilities(t.vulnerable)) == 1
     assert find_vulnerabilities("garbage ( arg") == []
+    # a sanitiser meant for another sink does not make the input safe
+    assert find_vulnerabilities("x = escape ( arg ) ; query ( users , email , x )") == ["query"]
+    assert find_vulnerabilities("x = param ( arg ) ; query ( users , email , x )") == []
 
 
 def test_near_miss_variants() -> None:
