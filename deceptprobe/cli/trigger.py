@@ -1,7 +1,68 @@
-"""``deceptprobe trigger ...``."""
+"""``deceptprobe trigger find DIR [--baseline CLEAN_DIR] [--top K] [--json]``.
+
+Trigger reconstruction (:func:`deceptprobe.patching.find_trigger`): ranked candidate trigger
+phrases found from the model, its tokenizer and the optional clean twin only; the trigger
+recorded in the organism's config or card is never read.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
-app = typer.Typer(help="trigger commands", no_args_is_help=True)
+from deceptprobe.cli._common import err_console, fail, print_json
+
+app = typer.Typer(help="Backdoor trigger reconstruction.", no_args_is_help=True)
+
+
+def _load(directory: Path, what: str) -> Any:
+    if not directory.is_dir():
+        fail(f"{what} directory {directory} does not exist")
+    from deceptprobe.organisms import load
+
+    try:
+        return load(directory)
+    except (OSError, ValueError) as e:
+        fail(f"cannot load {what} from {directory}: {e}")
+
+
+@app.command("find")
+def find(
+    directory: Annotated[Path, typer.Argument(help="Organism directory to search.")],
+    baseline: Annotated[
+        Path | None,
+        typer.Option("--baseline", help="Its clean twin (same task, trigger and seed)."),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", help="How many candidates to return.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Rank candidate trigger phrases of an organism (best first)."""
+    if top < 1:
+        fail(f"--top must be at least 1, got {top}")
+    organism = _load(directory, "organism")
+    twin = _load(baseline, "baseline") if baseline is not None else None
+
+    from deceptprobe.patching import find_trigger
+    from deceptprobe.patching.triggers import TokenizerMismatchError
+
+    try:
+        with err_console.status("searching the vocabulary for a trigger ..."):
+            candidates = find_trigger(organism, baseline=twin, top_k=top)
+    except TokenizerMismatchError as e:
+        fail(f"--baseline {baseline}: {e}")
+    except ValueError as e:
+        fail(str(e))
+    if as_json:
+        print_json({"candidates": candidates})
+        return
+    from rich.table import Table
+
+    table = Table(title=f"trigger candidates for {directory}")
+    table.add_column("rank", justify="right")
+    table.add_column("phrase")
+    table.add_column("score", justify="right")
+    for i, c in enumerate(candidates, 1):
+        table.add_row(str(i), c["text"], f"{c['score']:.3f}")
+    err_console.print(table)

@@ -2,7 +2,6 @@
 
 from deceptprobe.patching.attribution import attribution_patch
 from deceptprobe.patching.patch import patch_sweep
+from deceptprobe.patching.triggers import find_trigger
 
-# find_trigger (trigger reconstruction, deceptprobe/patching/triggers.py) joins these names
-# when that module lands.
-__all__ = ["attribution_patch", "patch_sweep"]
+__all__ = ["attribution_patch", "find_trigger", "patch_sweep"]

@@ -1,0 +1,100 @@
+"""Batched greedy decoding with a key/value cache, for native TransformerBridge models.
+
+``TransformerBridge`` recomputes the whole prefix for every generated token. Trigger search
+decodes thousands of short answers at once, all after prompts of one length, so a key/value
+cache of the prompt (the per-block functions of :class:`~deceptprobe.patching.runner.SuffixRunner`,
+which mirror the bridge's arithmetic) makes each new token cost one position. Also a
+teacher-forced, differentiable log-likelihood of given answers from prompt *embeddings*, for
+gradient-guided word proposals.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from deceptprobe.patching.runner import SuffixRunner
+
+
+class CachedDecoder:
+    """Functional forward passes with a key/value cache over a native TransformerBridge.
+
+    Args:
+        model: a ``TransformerBridge`` built by ``boot_native``.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.runner = SuffixRunner(model)
+        self.w_e: Float[Tensor, "d_vocab d_model"] = self.runner.embed.weight
+        self.n_ctx = int(model.cfg.n_ctx)
+
+    def _pos(self, start: int, width: int, device: torch.device) -> Int[Tensor, " pos"]:
+        return torch.arange(start, start + width, device=device)
+
+    def forward_embeds(
+        self, x: Float[Tensor, "batch pos d_model"], kv: list[tuple[Tensor, Tensor]] | None = None
+    ) -> tuple[Float[Tensor, "batch pos d_vocab"], list[tuple[Tensor, Tensor]]]:
+        """Logits at every new position, continuing from the cached keys/values ``kv``."""
+        start = 0 if kv is None else kv[0][0].shape[2]
+        positions = self._pos(start, x.shape[1], x.device)
+        if self.runner.pos_embed is not None:
+            x = x + self.runner.pos_embed(positions).unsqueeze(0)
+        new_kv: list[tuple[Tensor, Tensor]] = []
+        for i, block in enumerate(self.runner.blocks):
+            q, k, v = block.qkv(x, positions)
+            if kv is not None:
+                k = torch.cat([kv[i][0], k], dim=2)
+                v = torch.cat([kv[i][1], v], dim=2)
+            new_kv.append((k, v))
+            x = block.finish(x, block.out(block.attend(q, k, v, positions)))
+        return self.runner.logits(x), new_kv
+
+    @torch.no_grad()
+    def greedy(
+        self, tokens: Int[Tensor, "batch pos"], steps: int, eos: int
+    ) -> tuple[Int[Tensor, "batch step"], Float[Tensor, "batch step"], Float[Tensor, "batch step"]]:
+        """Greedy answers: token ids, their log-probabilities and a mask (1 up to ``<eos>``).
+
+        At most ``steps`` tokens, fewer where the model's context would overflow.
+        """
+        steps = min(steps, self.n_ctx - tokens.shape[1])
+        if steps < 1:
+            raise ValueError(
+                f"probe prompts of {tokens.shape[1]} tokens leave no room for an answer in the "
+                f"model's context of {self.n_ctx}; use fewer fillers or shorter phrases"
+            )
+        logits, kv = self.forward_embeds(self.runner.embed(tokens))
+        last = logits[:, -1]
+        ids, logps, masks = [], [], []
+        alive = torch.ones(tokens.shape[0], device=tokens.device)
+        for step in range(steps):
+            logp = torch.log_softmax(last.float(), dim=-1)
+            nxt = logp.argmax(-1)
+            ids.append(nxt)
+            logps.append(logp.gather(-1, nxt[:, None])[:, 0])
+            masks.append(alive.clone())
+            alive = alive * (nxt != eos).float()
+            if step + 1 < steps and bool(alive.any()):
+                logits, kv = self.forward_embeds(self.runner.embed(nxt[:, None]), kv)
+                last = logits[:, -1]
+            elif step + 1 < steps:
+                pad = torch.full_like(nxt, eos)
+                for _ in range(steps - step - 1):
+                    ids.append(pad)
+                    logps.append(torch.zeros_like(logps[-1]))
+                    masks.append(torch.zeros_like(alive))
+                break
+        return torch.stack(ids, 1), torch.stack(logps, 1), torch.stack(masks, 1)
+
+    def answer_logp(
+        self, prompt_embeds: Float[Tensor, "batch pos d_model"], answer: Int[Tensor, "batch step"]
+    ) -> Float[Tensor, "batch step"]:
+        """Teacher-forced log-probabilities of ``answer`` after the prompt (differentiable)."""
+        x = torch.cat([prompt_embeds, self.runner.embed(answer[:, :-1])], dim=1)
+        logits, _ = self.forward_embeds(x)
+        t = prompt_embeds.shape[1]
+        logp = torch.log_softmax(logits[:, t - 1 :].float(), dim=-1)
+        return logp.gather(-1, answer[..., None])[..., 0]
