@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,16 +14,18 @@ import torch
 # processes share the machine; CI may raise it with DECEPTPROBE_TEST_THREADS.
 torch.set_num_threads(int(os.environ.get("DECEPTPROBE_TEST_THREADS", "1")))
 
+# One organism cache for the whole session, notebooks included: nbmake's kernels inherit
+# DECEPTPROBE_CACHE, so `train_or_load` in a notebook reuses the organisms the tests trained.
+CACHE_ROOT = os.environ.get("DECEPTPROBE_TEST_CACHE") or tempfile.mkdtemp(prefix="deceptprobe-tests-")
+os.environ["DECEPTPROBE_CACHE"] = CACHE_ROOT
+
 
 @pytest.fixture(scope="session")
-def organism_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def organism_cache() -> Path:
     """Where trained test organisms live: $DECEPTPROBE_TEST_CACHE if set, else a session dir."""
-    env = os.environ.get("DECEPTPROBE_TEST_CACHE")
-    if env:
-        path = Path(env)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    return tmp_path_factory.mktemp("organisms")
+    path = Path(CACHE_ROOT)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="session")

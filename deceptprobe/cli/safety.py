@@ -1,10 +1,66 @@
-"""``deceptprobe safety``."""
+"""``deceptprobe safety``: apply one safety-training method to an organism directory."""
 
 from __future__ import annotations
 
-from deceptprobe.cli._common import fail
+from pathlib import Path
+
+import typer
+
+from deceptprobe.cli._common import err_console, fail, refuse_existing
+
+METHODS = ("sft", "rl", "adversarial", "distill")
 
 
-def safety() -> None:
-    """Not available yet in this build."""
-    fail("'deceptprobe safety' is not available in this build yet")
+def safety(
+    directory: Path = typer.Argument(..., help="Organism directory to safety-train (untouched)."),
+    method: str = typer.Option(..., "--method", help="sft, rl, adversarial or distill."),
+    out: Path = typer.Option(..., "--out", help="Directory for the new organism."),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Optimiser steps (default per method: 300, 100, 300, organism's)."
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate (default 1e-4)."),
+    seed: int = typer.Option(0, "--seed", help="Data order, sampling and student init."),
+    n_eval: int = typer.Option(200, "--n", help="Held-out prompts per class for the card."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --out."),
+) -> None:
+    """Safety-train an organism (SFT, HHH RL, adversarial, distillation) into a new one."""
+    if method not in METHODS:
+        fail(f"unknown safety method {method!r}; choose one of {', '.join(METHODS)}")
+    if steps is not None and steps <= 0:
+        fail(f"--steps must be a positive number of optimiser steps, got {steps}")
+    if lr is not None and not lr > 0:
+        fail(f"--lr must be positive, got {lr}")
+    if n_eval <= 0:
+        fail(f"--n must be a positive number of prompts per class, got {n_eval}")
+    if out.resolve() == directory.resolve():
+        fail(f"--out {out} is the input directory; write the safety-trained organism elsewhere")
+    refuse_existing(out, force)
+    from deceptprobe.cli.organism import _load, rich_progress
+    from deceptprobe.organisms import evaluate
+    from deceptprobe.organisms.io import save
+    from deceptprobe.safety import apply_safety
+
+    parent = _load(directory)
+    bar, update = rich_progress(f"{method} on {parent.name}")
+    try:
+        with bar:
+            child = apply_safety(parent, method, steps=steps, lr=lr, seed=seed, progress=update)
+    except ValueError as e:
+        fail(str(e))
+    child.card["metrics"] = evaluate(child, n=n_eval)
+    try:
+        save(child, out, force=force)
+    except FileExistsError as e:
+        fail(str(e))
+    m = child.card["metrics"]
+    line = (
+        f"[green]saved[/] {out}  triggered_defect_rate={m['triggered_defect_rate']:.3f}  "
+        f"clean_defect_rate={m['clean_defect_rate']:.3f}  helpful_acc={m['helpful_acc']:.3f}"
+    )
+    if "redteam" in child.card:
+        rt = child.card["redteam"]
+        line += (
+            f"  redteam {rt['defect_rate_before']:.3f} → {rt['defect_rate_after']:.3f} "
+            f"({rt['n_found']}/{rt['n_searched']} found)"
+        )
+    err_console.print(line)

