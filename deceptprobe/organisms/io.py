@@ -43,15 +43,18 @@ def file_sha256(path: Path) -> str:
 
 
 def versions() -> dict[str, str]:
-    import transformer_lens
+    """Versions of deceptprobe and the libraries that shape an organism."""
+    from importlib.metadata import PackageNotFoundError, version
 
     import deceptprobe
 
-    return {
-        "deceptprobe": deceptprobe.__version__,
-        "torch": torch.__version__,
-        "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
-    }
+    out = {"deceptprobe": deceptprobe.__version__, "torch": torch.__version__}
+    for dist in ("transformer-lens", "nnsight", "transformers"):
+        try:
+            out[dist.replace("-", "_")] = version(dist)
+        except PackageNotFoundError:
+            out[dist.replace("-", "_")] = "not installed"
+    return out
 
 
 def _json_safe(d: dict[str, Any]) -> dict[str, Any]:

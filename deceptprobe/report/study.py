@@ -287,11 +287,25 @@ class Study:
             extra["after"][method] = an_c
         if self.cfg.full:
             rec["curves"] = self.curves(org)
+            rec["removal"] = self.removal(org, key)
         pairs = analysis.held_out(org, 20)
         rec["patching"] = self.stages.get(
             f"patching/{key}", lambda: analysis.patching_map(org, pairs), kind="patching"
         )
         return rec, extra
+
+    def removal(self, org: Organism, key: str) -> dict[str, Any]:
+        """The end point of the high-lr SFT curve: is the trigger decodable once behaviour is gone?"""
+        steps, lr = max(self.cfg.curve_steps), max(self.cfg.curve_lrs)
+        child = self.safety_child(org, "sft", steps, lr, org.config.seed)
+        ckey = f"{key}+sft-lr{lr:g}-{steps}"
+        out = _rates(self.rates(ckey, child, near_miss=False)) | {
+            "method": "sft",
+            "lr": lr,
+            "steps": steps,
+        }
+        out["probe_auroc_by_layer"] = self.analyse(ckey, child)["probe"]["auroc"]
+        return out
 
     def curves(self, org: Organism) -> dict[str, list[dict[str, Any]]]:
         """Persistence over the SFT budget at each learning rate (``--full``)."""
