@@ -58,9 +58,15 @@ def wilson(p: float, n: int, z: float = 1.96) -> list[float]:
 
 
 def mean_and_ci(
-    values: Sequence[float], single_ci: Sequence[float] | None = None
+    values: Sequence[float],
+    single_ci: Sequence[float] | None = None,
+    *,
+    bounds: tuple[float, float] = (0.0, 1.0),
 ) -> tuple[float, list[float]]:
-    """Mean and 95% interval: t over values, or ``single_ci`` when there is one value."""
+    """Mean and 95% interval: t over values, or ``single_ci`` when there is one value.
+
+    The interval is clipped to ``bounds`` (rates and AUROCs live in [0, 1]).
+    """
     arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     if arr.size == 0:
         return float("nan"), [float("nan"), float("nan")]
@@ -68,7 +74,7 @@ def mean_and_ci(
     if arr.size == 1:
         return mean, list(single_ci) if single_ci is not None else [mean, mean]
     half = float(stats.t.ppf(0.975, arr.size - 1) * arr.std(ddof=1) / math.sqrt(arr.size))
-    return mean, [mean - half, mean + half]
+    return mean, [max(bounds[0], mean - half), min(bounds[1], mean + half)]
 
 
 def _finding(
@@ -158,7 +164,7 @@ def compute_findings(organisms: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if d_pts and p_pts:
         diffs = _paired_diff(distilled, plain, "sft")
         if len(diffs) >= 2:
-            mean, ci = mean_and_ci(diffs)
+            mean, ci = mean_and_ci(diffs, bounds=(-1.0, 1.0))
         else:
             mean = float(np.mean([p for p, _ in d_pts]) - np.mean([p for p, _ in p_pts]))
             ci = [float("nan"), float("nan")]
