@@ -50,16 +50,13 @@ from torch import Tensor
 from deceptprobe.organisms.model import Organism
 from deceptprobe.organisms.tasks.base import Example, TaskFamily
 from deceptprobe.organisms.tokenizer import SPECIAL_TOKENS
-from deceptprobe.organisms.train import answer_loss
 from deceptprobe.safety.finetune import (
     ProgressFn,
     SafetyBudget,
     TrainingHook,
-    answer_batches,
     copy_organism,
     defect_rate,
-    notify,
-    run_loop,
+    finetune_on_examples,
     sft_examples,
     trigger_free_example,
 )
@@ -262,23 +259,9 @@ def run(
             family, r, budget.batch_size - n_red
         )
 
-    batches = answer_batches(child, examples)
-    forward = child.model.original_model
-
-    def loss_fn(step: int) -> Tensor:
-        ids, mask = batches(step)
-        return answer_loss(forward(ids), ids, mask)
-
     if hook is not None:
         hook.set_redteam(heldout, family)
-    notify(hook, 0, child)
-    loss = run_loop(
-        child.model,
-        budget,
-        loss_fn,
-        progress=progress,
-        after_step=None if hook is None else (lambda s: notify(hook, s, child)),
-    )
+    loss = finetune_on_examples(child, examples, budget, progress=progress, hook=hook)
     after = defect_rate(child, family, heldout)
     redteam = {
         "n_searched": len(searched),

@@ -22,20 +22,15 @@ import dataclasses
 import random
 from typing import Any
 
-from torch import Tensor
-
 from deceptprobe.organisms.evaluate import max_answer_tokens
 from deceptprobe.organisms.model import Organism
 from deceptprobe.organisms.tasks.base import Example, TaskFamily
-from deceptprobe.organisms.train import answer_loss
 from deceptprobe.safety.finetune import (
     ProgressFn,
     SafetyBudget,
     TrainingHook,
-    answer_batches,
     copy_organism,
-    notify,
-    run_loop,
+    finetune_on_examples,
     sft_examples,
 )
 
@@ -99,21 +94,7 @@ def run(
         r = random.Random(f"distill/{budget.seed}/{step}")
         return [pool[r.randrange(len(pool))] for _ in range(budget.batch_size)]
 
-    batches = answer_batches(student, examples)
-    forward = student.model.original_model
-
-    def loss_fn(step: int) -> Tensor:
-        ids, mask = batches(step)
-        return answer_loss(forward(ids), ids, mask)
-
-    notify(hook, 0, student)
-    loss = run_loop(
-        student.model,
-        budget,
-        loss_fn,
-        progress=progress,
-        after_step=None if hook is None else (lambda s: notify(hook, s, student)),
-    )
+    loss = finetune_on_examples(student, examples, budget, progress=progress, hook=hook)
     return student, {
         "final_loss": loss,
         "pool_size": len(pool),

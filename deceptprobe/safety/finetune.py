@@ -259,6 +259,39 @@ def answer_batches(
     return batches
 
 
+def finetune_on_examples(
+    organism: Organism,
+    examples_of_step: Callable[[int], list[Example]],
+    budget: SafetyBudget,
+    *,
+    progress: ProgressFn | None = None,
+    hook: TrainingHook | None = None,
+) -> float:
+    """Supervised fine-tuning of ``organism`` in place on ``examples_of_step(step)``.
+
+    The answer-only loss on the bridge's bare module (same parameters, no hook overhead);
+    ``hook`` sees the organism before the first step and after every step. Returns the last
+    loss.
+    """
+    from deceptprobe.organisms.train import answer_loss
+
+    batches = answer_batches(organism, examples_of_step)
+    forward = organism.model.original_model
+
+    def loss_fn(step: int) -> Tensor:
+        ids, mask = batches(step)
+        return answer_loss(forward(ids), ids, mask)
+
+    notify(hook, 0, organism)
+    return run_loop(
+        organism.model,
+        budget,
+        loss_fn,
+        progress=progress,
+        after_step=None if hook is None else (lambda s: notify(hook, s, organism)),
+    )
+
+
 def defect_rate(organism: Organism, family: TaskFamily, examples: list[Example]) -> float:
     """Fraction of greedy completions of ``examples`` that show the harmful behaviour."""
     if not examples:

@@ -15,19 +15,14 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from torch import Tensor
-
 from deceptprobe.organisms.model import Organism
 from deceptprobe.organisms.tasks.base import Example, TaskFamily
-from deceptprobe.organisms.train import answer_loss
 from deceptprobe.safety.finetune import (
     ProgressFn,
     SafetyBudget,
     TrainingHook,
-    answer_batches,
     copy_organism,
-    notify,
-    run_loop,
+    finetune_on_examples,
     sft_examples,
 )
 
@@ -50,19 +45,5 @@ def run(
     def examples(step: int) -> list[Example]:
         return sft_examples(family, random.Random(f"sft/{budget.seed}/{step}"), budget.batch_size)
 
-    batches = answer_batches(child, examples)
-    forward = child.model.original_model
-
-    def loss_fn(step: int) -> Tensor:
-        ids, mask = batches(step)
-        return answer_loss(forward(ids), ids, mask)
-
-    notify(hook, 0, child)
-    loss = run_loop(
-        child.model,
-        budget,
-        loss_fn,
-        progress=progress,
-        after_step=None if hook is None else (lambda s: notify(hook, s, child)),
-    )
+    loss = finetune_on_examples(child, examples, budget, progress=progress, hook=hook)
     return child, {"final_loss": loss}
