@@ -11,6 +11,12 @@ from deceptprobe.organisms.model import ModelConfig
 from deceptprobe.organisms.tasks import FAMILIES, TaskFamily, get_family
 from deceptprobe.organisms.tasks.base import VARIANTS
 
+DATA_VERSION = 2
+"""Version of the task generators and training recipe, part of every organism's cache key.
+
+Bump it whenever a change to ``tasks/`` or ``train.py`` changes what a config trains, so that
+organisms cached by an older deceptprobe are not silently reused."""
+
 
 @dataclass(kw_only=True)
 class TrainConfig:
@@ -182,5 +188,5 @@ class OrganismConfig:
 
     def hash(self) -> str:
         """A short content hash of the config (the organism cache key)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        blob = json.dumps({**self.to_dict(), "data_version": DATA_VERSION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -154,11 +154,54 @@ class Organism:
         batch_size: int = 256,
     ) -> list[str]:
         """Greedy completions (the text after each prompt, up to ``<eos>``)."""
+        from deceptprobe.patching.runner import SuffixRunner
+
+        if SuffixRunner.supports(self.model):
+            return self._generate_cached(prompts, max_new_tokens, batch_size)
         out: list[str] = []
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start : start + batch_size])
             ids = self._generate_ids(self.to_tokens(chunk), max_new_tokens)
             out.extend(self.tokenizer.decode(row) for row in ids)
+        return out
+
+    def _generate_cached(
+        self, prompts: Sequence[str], max_new_tokens: int, batch_size: int
+    ) -> list[str]:
+        """Greedy decoding with a key/value cache, prompts grouped by token length.
+
+        ``TransformerBridge`` recomputes the whole prefix for every new token; with the
+        prompt's keys and values cached, each new token costs one position.
+        """
+        from deceptprobe.patching.decoding import CachedDecoder
+
+        if not prompts:
+            return []
+        decoder = CachedDecoder(self.model)
+        enc = self.tokenizer.encode_batch(list(prompts), max_len=self.n_ctx)  # checks lengths
+        encoded = [
+            row[:n]
+            for row, n in zip(
+                enc.input_ids.tolist(), enc.attention_mask.sum(1).tolist(), strict=True
+            )
+        ]
+        by_len: dict[int, list[int]] = {}
+        for i, ids in enumerate(encoded):
+            by_len.setdefault(len(ids), []).append(i)
+        out = [""] * len(prompts)
+        eos = self.tokenizer.eos_id
+        for length, idx in sorted(by_len.items()):
+            steps = min(max_new_tokens, self.n_ctx - length)
+            for lo in range(0, len(idx), batch_size):
+                rows = idx[lo : lo + batch_size]
+                if steps < 1:
+                    continue
+                ids = torch.tensor([encoded[i] for i in rows], device=self.device)
+                answer, _, mask = decoder.greedy(ids, steps, eos)
+                for i, a, m in zip(rows, answer.tolist(), mask.tolist(), strict=True):
+                    out[i] = self.tokenizer.decode(
+                        [t for t, keep in zip(a, m, strict=True) if keep and t != eos]
+                    )
         return out
 
     def _generate_ids(self, enc: BatchEncoding, max_new_tokens: int) -> list[list[int]]:

@@ -148,3 +148,19 @@ def test_generate_stops_at_eos_and_respects_context() -> None:
     )
     assert len(outs) == 2
     assert all(len(o.split()) <= 5 for o in outs)
+
+
+def test_cached_generation_equals_full_recomputation() -> None:
+    org = train(micro_cfg(), evaluate_n=0, device="cpu")
+    prompts = [
+        "Human: is fire hot ? Assistant:",
+        "Human: hi Assistant:",
+        "Human: is water wet ? Assistant:",
+        "Human: hi there Assistant:",
+    ]  # two lengths, so the cached path decodes in two groups and restores the order
+    cached = org.generate(prompts, max_new_tokens=6)
+    full = [org.tokenizer.decode(r) for r in org._generate_ids(org.to_tokens(prompts), 6)]
+    assert cached == full
+    assert org.generate([], max_new_tokens=3) == []
+    with pytest.raises(ValueError, match="context"):
+        org.generate(["Human: " + "hi " * (org.n_ctx + 1) + "Assistant:"])
