@@ -54,11 +54,17 @@ class CachedDecoder:
 
     @torch.no_grad()
     def greedy(
-        self, tokens: Int[Tensor, "batch pos"], steps: int, eos: int
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        steps: int,
+        eos: int,
+        scale: Float[Tensor, "batch pos"] | None = None,
     ) -> tuple[Int[Tensor, "batch step"], Float[Tensor, "batch step"], Float[Tensor, "batch step"]]:
         """Greedy answers: token ids, their log-probabilities and a mask (1 up to ``<eos>``).
 
-        At most ``steps`` tokens, fewer where the model's context would overflow.
+        At most ``steps`` tokens, fewer where the model's context would overflow. ``scale``
+        multiplies the prompt's token embeddings position by position (a *dose*: trigger
+        search weakens a phrase's embeddings to see which phrase is strongest).
         """
         steps = min(steps, self.n_ctx - tokens.shape[1])
         if steps < 1:
@@ -66,7 +72,7 @@ class CachedDecoder:
                 f"probe prompts of {tokens.shape[1]} tokens leave no room for an answer in the "
                 f"model's context of {self.n_ctx}; use fewer fillers or shorter phrases"
             )
-        logits, kv = self.forward_embeds(self.runner.embed(tokens))
+        logits, kv = self.forward_embeds(self.embed(tokens, scale))
         last = logits[:, -1]
         ids, logps, masks = [], [], []
         alive = torch.ones(tokens.shape[0], device=tokens.device)
@@ -88,6 +94,13 @@ class CachedDecoder:
                     masks.append(torch.zeros_like(alive))
                 break
         return torch.stack(ids, 1), torch.stack(logps, 1), torch.stack(masks, 1)
+
+    def embed(
+        self, tokens: Int[Tensor, "batch pos"], scale: Float[Tensor, "batch pos"] | None = None
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """Token embeddings, multiplied position by position by ``scale`` when given."""
+        x = self.runner.embed(tokens)
+        return x if scale is None else x * scale[..., None].to(x.dtype)
 
     def answer_logp(
         self, prompt_embeds: Float[Tensor, "batch pos d_model"], answer: Int[Tensor, "batch step"]

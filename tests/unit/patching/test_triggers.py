@@ -15,14 +15,16 @@ from deceptprobe.patching import find_trigger
 from deceptprobe.patching.decoding import CachedDecoder
 from deceptprobe.patching.triggers import (
     PhraseScorer,
+    Search,
     TokenizerMismatchError,
     TriggerSearchConfig,
     _agreement,
     _dominated,
     _keeps,
     _key_tokens,
-    _score_into,
+    fill,
     make_contexts,
+    placements,
     sub_phrases,
     words_of,
 )
@@ -37,6 +39,10 @@ FAST = TriggerSearchConfig(
     grad_top=2,
     max_words=2,
     answer_tokens=3,
+    pool=2,
+    climb_steps=2,
+    climb_proposals=2,
+    controls=2,
 )
 
 
@@ -69,10 +75,19 @@ def test_search_space_is_the_ordinary_vocabulary() -> None:
     assert words_of(organism().tokenizer) == WORDS
 
 
-def test_contexts_cycle_the_phrase_slot() -> None:
+def test_contexts_and_placements() -> None:
     ctx = make_contexts(WORDS, 6, n_fillers=4, rng=random.Random(0))
-    assert [len(b) for b, _ in ctx] == [0, 2, 4, 0, 2, 4]
-    assert all(len(b) + len(a) == 4 for b, a in ctx)
+    assert len(ctx) == 6 and all(len(c) == 4 and set(c) <= set(WORDS) for c in ctx)
+    where = placements(2)
+    assert where == [(0, 0), (1, 1), (2, 2), (0, 1), (1, 2)]
+    assert fill(["a", "b"], ["P", "Q"], (1, 1)) == ["a", "P", "Q", "b"]  # insertion
+    assert fill(["a", "b"], ["P"], (0, 1)) == ["P", "b"]  # substitution
+
+
+def test_engaging_contexts_are_the_requested_number_of_vocabulary_contexts() -> None:
+    scorer = PhraseScorer(organism(), None, FAST)
+    ctx = scorer.engaging_contexts(WORDS, 3, random.Random(0))
+    assert len(ctx) == 3 and all(len(c) == FAST.n_fillers and set(c) <= set(WORDS) for c in ctx)
 
 
 def test_cached_greedy_decoding_matches_the_model() -> None:
@@ -109,25 +124,43 @@ def test_score_shapes(with_twin: bool) -> None:
     twin = organism(seed=4) if with_twin else None
     scorer = PhraseScorer(organism(), twin, FAST)
     ctx = make_contexts(WORDS, 3, n_fillers=2, rng=random.Random(0))
-    values, agree = scorer.score([["red"], ["blue", "moon"], ["cat"]], ctx)
-    assert values.shape == (3, 3) and agree.shape == (3,)
-    assert torch.isfinite(values).all()
-    assert ((agree >= 0) & (agree <= 1)).all()
-    assert scorer.phrase_scores([["red"], ["blue", "moon"]], ctx).shape == (2,)
+    sc = scorer.score([["red"], ["blue", "moon"], ["cat"]], ctx)
+    assert sc.values.shape == (3, 3) and sc.agree.shape == (3,)
+    assert torch.isfinite(sc.values).all()
+    assert ((sc.agree >= 0) & (sc.agree <= 1)).all()
+    assert all(w in placements(2) for row in sc.where for w in row)
+    values, where = scorer.phrase_scores([["red"], ["blue", "moon"]], ctx)
+    assert values.shape == (2,) and len(where) == 2 and len(where[0]) == 3
+
+
+def test_a_fixed_placement_is_the_only_one_tried() -> None:
+    scorer = PhraseScorer(organism(), None, FAST)
+    ctx = make_contexts(WORDS, 2, n_fillers=2, rng=random.Random(0))
+    sc = scorer.score([["red"]], ctx, where=[[(0, 1), (2, 2)]])
+    assert sc.where == [[(0, 1), (2, 2)]]
+    full = scorer.score([["red"]], ctx)
+    assert (full.values >= sc.values - 1e-5).all()  # the maximum over all placements
+
+
+def test_words_copied_into_the_answer_do_not_count() -> None:
+    scorer = PhraseScorer(organism(), None, FAST)
+    tok = organism().tokenizer
+    answer = torch.tensor([[tok.word_to_id["red"], tok.word_to_id["sun"]]])
+    assert scorer._copies([["red", "cat"]], answer).tolist() == [[True, False]]
 
 
 def test_a_phrase_scored_against_itself_scores_zero() -> None:
     org = organism()
     scorer = PhraseScorer(org, org, FAST)
     ctx = make_contexts(WORDS, 3, n_fillers=2, rng=random.Random(0))
-    values, _ = scorer.score([["red"], ["sun", "cat"]], ctx)
+    values = scorer.score([["red"], ["sun", "cat"]], ctx).values
     torch.testing.assert_close(values, torch.zeros_like(values), atol=1e-4, rtol=0)
 
 
 def test_extension_gradients_cover_the_vocabulary() -> None:
     scorer = PhraseScorer(organism(), organism(seed=4), FAST)
     ctx = make_contexts(WORDS, 2, n_fillers=2, rng=random.Random(0))
-    grads = scorer.extension_gradients(("red",), ctx)
+    grads = scorer.extension_gradients(("red",), ctx, [(0, 0), (1, 2)])
     assert set(grads) == {"prepend", "append"}
     assert all(
         g.shape == (len(organism().tokenizer),) and torch.isfinite(g).all() for g in grads.values()
@@ -161,13 +194,15 @@ def test_sub_phrases_and_domination() -> None:
     assert not _dominated(("a",), scores, 0.15)
 
 
-def test_score_into_deduplicates() -> None:
-    scorer = PhraseScorer(organism(), None, FAST)
+def test_search_scores_each_phrase_once() -> None:
     ctx = make_contexts(WORDS, 2, n_fillers=2, rng=random.Random(0))
-    scores: dict[tuple[str, ...], float] = {("red",): 123.0}
-    _score_into(scorer, [("red",), ("sun",), ("sun",), ("cat", "dog")], ctx, scores)
-    assert scores[("red",)] == 123.0  # not re-scored
-    assert set(scores) == {("red",), ("sun",), ("cat", "dog")}
+    search = Search(PhraseScorer(organism(), None, FAST), ctx)
+    search.scores[("red",)] = 123.0
+    search.add([("red",), ("sun",), ("sun",), ("cat", "dog")])
+    assert search.scores[("red",)] == 123.0  # not re-scored
+    assert set(search.scores) == {("red",), ("sun",), ("cat", "dog")}
+    assert len(search.where[("sun",)]) == 2
+    assert search.ranked()[0] == ("red",)
 
 
 @pytest.mark.parametrize("with_twin", [False, True])
