@@ -20,7 +20,7 @@ from plotly.offline import get_plotlyjs
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
-       max-width: 1200px; color: #222; }
+       max-width: 1200px; padding: 0 1em; color: #222; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
@@ -28,7 +28,11 @@ th { background: #f4f4f4; }
 .holds-true { color: #0a7d28; font-weight: bold; } .holds-false { color: #b00020; font-weight: bold; }
 .holds-null { color: #777; } .figure { margin: 1em 0; } .note { color: #555; font-size: 0.9em; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(540px, 1fr)); gap: 1em; }
+.grid > .figure { min-width: 0; }
 """
+# Plotly sizes a figure from its container when it is drawn, which may be before the grid has
+# laid out; a resize event once the page has loaded makes every figure fit its cell.
+RESIZE = "<script>window.addEventListener('load',()=>window.dispatchEvent(new Event('resize')));</script>"
 
 
 @dataclass
@@ -84,7 +88,7 @@ def render(title: str, intro: str, sections: Sequence[Section]) -> str:
             parts.append(f"<div class='figure' data-figure='{html.escape(name)}'>{div}</div>")
         if sec.figures:
             parts.append("</div>")
-    parts.append("</body></html>")
+    parts.append(RESIZE + "</body></html>")
     return "".join(parts)
 
 

@@ -55,7 +55,7 @@ class StudyConfig:
     probe_n: int = 100
     """Held-out prompt pairs for probes and detectors."""
     safety_steps: dict[str, int] = field(
-        default_factory=lambda: {"sft": 150, "rl": 40, "adversarial": 150, "distill": 300}
+        default_factory=lambda: {"sft": 150, "rl": 40, "adversarial": 100, "distill": 300}
     )
     """Step budget of each safety method at its default learning rate."""
     curve_lrs: tuple[float, ...] = (1e-4, 1e-3)
