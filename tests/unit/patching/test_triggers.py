@@ -13,15 +13,14 @@ from deceptprobe.organisms.model import ModelConfig, Organism, build_model
 from deceptprobe.organisms.tokenizer import WordTokenizer
 from deceptprobe.patching import find_trigger
 from deceptprobe.patching.decoding import CachedDecoder
+from deceptprobe.patching.phrase_scoring import _agreement, _key_tokens
 from deceptprobe.patching.triggers import (
     PhraseScorer,
     Search,
     TokenizerMismatchError,
     TriggerSearchConfig,
-    _agreement,
     _dominated,
     _keeps,
-    _key_tokens,
     fill,
     make_contexts,
     placements,
