@@ -192,10 +192,10 @@ class Organism:
         eos = self.tokenizer.eos_id
         for length, idx in sorted(by_len.items()):
             steps = min(max_new_tokens, self.n_ctx - length)
+            if steps < 1:  # the prompt fills the context: nothing to generate
+                continue
             for lo in range(0, len(idx), batch_size):
                 rows = idx[lo : lo + batch_size]
-                if steps < 1:
-                    continue
                 ids = torch.tensor([encoded[i] for i in rows], device=self.device)
                 answer, _, mask = decoder.greedy(ids, steps, eos)
                 for i, a, m in zip(rows, answer.tolist(), mask.tolist(), strict=True):

@@ -135,7 +135,7 @@ def find_trigger(
     scorer = PhraseScorer(organism, baseline, cfg)
 
     screen = scorer.engaging_contexts(words, cfg.screen_contexts, rng)
-    log.info("screen contexts: %s", [" ".join(c) for c in screen])
+    log.debug("screen contexts: %s", [" ".join(c) for c in screen])
     single, _ = scorer.phrase_scores([[w] for w in words], screen)
     order = single.argsort(descending=True).tolist()
     short = [words[i] for i in order[: cfg.shortlist]]
@@ -147,7 +147,7 @@ def find_trigger(
     contexts = scorer.engaging_contexts(fillers, cfg.rescore_contexts, rng)
     search = Search(scorer, contexts, dose=cfg.dose)
     search.add([(w,) for w in short])
-    log.info("rescored: %s", {" ".join(p): round(search.scores[p], 2) for p in search.ranked()})
+    log.debug("rescored: %s", {" ".join(p): round(search.scores[p], 2) for p in search.ranked()})
 
     best_single = max(float(single.max()), 1e-6)
     strong = frozenset(
