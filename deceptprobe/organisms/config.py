@@ -11,7 +11,7 @@ from deceptprobe.organisms.model import ModelConfig
 from deceptprobe.organisms.tasks import FAMILIES, TaskFamily, get_family
 from deceptprobe.organisms.tasks.base import VARIANTS
 
-DATA_VERSION = 2
+DATA_VERSION = 3
 """Version of the task generators and training recipe, part of every organism's cache key.
 
 Bump it whenever a change to ``tasks/`` or ``train.py`` changes what a config trains, so that

