@@ -216,9 +216,10 @@ class Search:
         )
         best = int(values[1:].argmax())
         top = values[1:].argsort(descending=True)[:5].tolist()
-        log.info(
-            "extensions of %r (%.2f; median %.2f): %s", phrase, float(values[0]),
-            float(values[1:].median()), ", ".join(f"{' '.join(ext[i])}={float(values[1 + i]):.2f}" for i in top),
+        shown = ", ".join(f"{' '.join(ext[i])}={float(values[1 + i]):.2f}" for i in top)
+        log.debug(
+            "extensions of %r (%.2f; median %.2f): %s",
+            phrase, float(values[0]), float(values[1:].median()), shown,
         )  # fmt: skip
         baseline = max(float(values[0]), float(values[1:].median()))  # a random extra word
         if not _keeps(float(values[1 + best]), baseline, gain):
