@@ -58,13 +58,10 @@ class CachedDecoder:
         tokens: Int[Tensor, "batch pos"],
         steps: int,
         eos: int,
-        scale: Float[Tensor, "batch pos"] | None = None,
     ) -> tuple[Int[Tensor, "batch step"], Float[Tensor, "batch step"], Float[Tensor, "batch step"]]:
         """Greedy answers: token ids, their log-probabilities and a mask (1 up to ``<eos>``).
 
-        At most ``steps`` tokens, fewer where the model's context would overflow. ``scale``
-        multiplies the prompt's token embeddings position by position (a *dose*: trigger
-        search weakens a phrase's embeddings to see which phrase is strongest).
+        At most ``steps`` tokens, fewer where the model's context would overflow.
         """
         steps = min(steps, self.n_ctx - tokens.shape[1])
         if steps < 1:
@@ -72,7 +69,7 @@ class CachedDecoder:
                 f"probe prompts of {tokens.shape[1]} tokens leave no room for an answer in the "
                 f"model's context of {self.n_ctx}; use fewer fillers or shorter phrases"
             )
-        logits, kv = self.forward_embeds(self.embed(tokens, scale))
+        logits, kv = self.forward_embeds(self.embed(tokens))
         last = logits[:, -1]
         ids, logps, masks = [], [], []
         alive = torch.ones(tokens.shape[0], device=tokens.device)
