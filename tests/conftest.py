@@ -16,7 +16,9 @@ torch.set_num_threads(int(os.environ.get("DECEPTPROBE_TEST_THREADS", "1")))
 
 # One organism cache for the whole session, notebooks included: nbmake's kernels inherit
 # DECEPTPROBE_CACHE, so `train_or_load` in a notebook reuses the organisms the tests trained.
-CACHE_ROOT = os.environ.get("DECEPTPROBE_TEST_CACHE") or tempfile.mkdtemp(prefix="deceptprobe-tests-")
+CACHE_ROOT = os.environ.get("DECEPTPROBE_TEST_CACHE") or tempfile.mkdtemp(
+    prefix="deceptprobe-tests-"
+)
 os.environ["DECEPTPROBE_CACHE"] = CACHE_ROOT
 
 

@@ -43,9 +43,13 @@ def read_jsonl(path: Path, *, key: str = "text") -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            fail(f"{path}:{n} is not valid JSON ({e.msg}); each line must be an object like {{\"{key}\": ...}}")
+            fail(
+                f'{path}:{n} is not valid JSON ({e.msg}); each line must be an object like {{"{key}": ...}}'
+            )
         if not isinstance(row, dict) or key not in row:
-            fail(f"{path}:{n} has no {key!r} field; each line must be an object like {{\"{key}\": ...}}")
+            fail(
+                f'{path}:{n} has no {key!r} field; each line must be an object like {{"{key}": ...}}'
+            )
         rows.append(row)
     if not rows:
         fail(f"{path} holds no rows")

@@ -35,20 +35,31 @@ class CachedDecoder:
         return torch.arange(start, start + width, device=device)
 
     def forward_embeds(
-        self, x: Float[Tensor, "batch pos d_model"], kv: list[tuple[Tensor, Tensor]] | None = None
-    ) -> tuple[Float[Tensor, "batch pos d_vocab"], list[tuple[Tensor, Tensor]]]:
-        """Logits at every new position, continuing from the cached keys/values ``kv``."""
+        self,
+        x: Float[Tensor, "batch pos d_model"],
+        kv: list[tuple[Tensor, Tensor]] | None = None,
+        keep: int | None = None,
+    ) -> tuple[Float[Tensor, "batch out_pos d_vocab"], list[tuple[Tensor, Tensor]]]:
+        """Logits at the new positions, continuing from the cached keys/values ``kv``.
+
+        ``keep``: logits of the last ``keep`` positions only. The last block's queries, its
+        attention output, its MLP and the unembedding then run on those positions alone (no
+        other position's output reads them); the keys and values returned are still complete.
+        """
         start = 0 if kv is None else kv[0][0].shape[2]
         positions = self._pos(start, x.shape[1], x.device)
         if self.runner.pos_embed is not None:
             x = x + self.runner.pos_embed(positions).unsqueeze(0)
         new_kv: list[tuple[Tensor, Tensor]] = []
+        last = len(self.runner.blocks) - 1
         for i, block in enumerate(self.runner.blocks):
             q, k, v = block.qkv(x, positions)
             if kv is not None:
                 k = torch.cat([kv[i][0], k], dim=2)
                 v = torch.cat([kv[i][1], v], dim=2)
             new_kv.append((k, v))
+            if i == last and keep is not None and keep < x.shape[1]:
+                q, x, positions = q[:, :, -keep:], x[:, -keep:], positions[-keep:]
             x = block.finish(x, block.out(block.attend(q, k, v, positions)))
         return self.runner.logits(x), new_kv
 
@@ -69,7 +80,7 @@ class CachedDecoder:
                 f"probe prompts of {tokens.shape[1]} tokens leave no room for an answer in the "
                 f"model's context of {self.n_ctx}; use fewer fillers or shorter phrases"
             )
-        logits, kv = self.forward_embeds(self.embed(tokens))
+        logits, kv = self.forward_embeds(self.embed(tokens), keep=1)
         last = logits[:, -1]
         ids, logps, masks = [], [], []
         alive = torch.ones(tokens.shape[0], device=tokens.device)
@@ -104,7 +115,6 @@ class CachedDecoder:
     ) -> Float[Tensor, "batch step"]:
         """Teacher-forced log-probabilities of ``answer`` after the prompt (differentiable)."""
         x = torch.cat([prompt_embeds, self.runner.embed(answer[:, :-1])], dim=1)
-        logits, _ = self.forward_embeds(x)
-        t = prompt_embeds.shape[1]
-        logp = torch.log_softmax(logits[:, t - 1 :].float(), dim=-1)
+        logits, _ = self.forward_embeds(x, keep=answer.shape[1])
+        logp = torch.log_softmax(logits.float(), dim=-1)
         return logp.gather(-1, answer[..., None])[..., 0]

@@ -27,6 +27,10 @@ from deceptprobe.patching.decoding import CachedDecoder
 log = logging.getLogger(__name__)
 
 
+_MIN_SHARED = 32
+"""Rows that must share a prompt prefix for it to be computed once for all of them."""
+
+
 class TokenizerMismatchError(ValueError):
     """The baseline organism does not share the suspect organism's vocabulary."""
 
@@ -207,13 +211,33 @@ class PhraseScorer:
                 best[i, c], best_at[i][c] = v, w
         return Scored(total / count, best_at)
 
-    def _batches(self, texts: Sequence[str]) -> list[list[int]]:
-        """Row indices grouped by token length, in chunks of at most ``batch_size``."""
-        by_len: dict[int, list[int]] = {}
+    def _batches(
+        self, texts: Sequence[str], spans: Sequence[tuple[int, int]]
+    ) -> list[tuple[list[int], int]]:
+        """Row indices in chunks of at most ``batch_size`` rows of one token length, each with
+        the number of leading tokens all its rows share (0 where not shared).
+
+        Rows that put their phrase at the same place of the same context share every token
+        before it, and their keys and values there are computed once (:meth:`_first_logp`).
+        Groups smaller than ``_MIN_SHARED`` rows are batched by length alone.
+        """
+        groups: dict[tuple[int, int, tuple[str, ...]], list[int]] = {}
         for r, t in enumerate(texts):
-            by_len.setdefault(len(t.split()), []).append(r)
+            words = t.split()  # token i is words[i - 1] (token 0 is <bos>)
+            start = spans[r][0]
+            groups.setdefault((len(words), start, tuple(words[: start - 1])), []).append(r)
         size = self.cfg.batch_size
-        return [idx[lo : lo + size] for idx in by_len.values() for lo in range(0, len(idx), size)]
+        out: list[tuple[list[int], int]] = []
+        by_len: dict[int, list[int]] = {}
+        for (length, start, _), idx in groups.items():
+            if len(idx) < _MIN_SHARED:
+                by_len.setdefault(length, []).extend(idx)
+                continue
+            out += [(idx[lo : lo + size], start) for lo in range(0, len(idx), size)]
+        out += [
+            (idx[lo : lo + size], 0) for idx in by_len.values() for lo in range(0, len(idx), size)
+        ]
+        return out
 
     def _scale(
         self, idx: Sequence[int], width: int, spans: Sequence[tuple[int, int]], dose: float
@@ -239,9 +263,17 @@ class PhraseScorer:
         by ``dose``.
         """
         out = torch.zeros(len(texts), len(self.tok))
-        for idx in self._batches(texts):
+        for idx, shared in self._batches(texts, spans):
             ids = self._ids([texts[r] for r in idx])
-            logits, _ = m.forward_embeds(m.embed(ids, self._scale(idx, ids.shape[1], spans, dose)))
+            scale = self._scale(idx, ids.shape[1], spans, dose)
+            kv = None
+            if shared:  # the shared prefix (never scaled: phrases start after it) runs once
+                _, kv = m.forward_embeds(m.embed(ids[:1, :shared]), keep=1)
+                kv = [
+                    (k.expand(len(idx), -1, -1, -1), v.expand(len(idx), -1, -1, -1)) for k, v in kv
+                ]
+                ids, scale = ids[:, shared:], None if scale is None else scale[:, shared:]
+            logits, _ = m.forward_embeds(m.embed(ids, scale), kv, keep=1)
             out[torch.tensor(idx)] = torch.log_softmax(logits[:, -1].float(), -1).cpu()
         return out
 

@@ -117,6 +117,40 @@ def test_teacher_forced_logp_matches_the_model() -> None:
     torch.testing.assert_close(got[0].detach(), want, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("keep", [1, 2, 4])
+def test_logits_of_the_last_positions_only_match_the_full_pass(keep: int) -> None:
+    org = organism()
+    m = CachedDecoder(org.model)
+    ids = org.to_tokens(["Human: red sun cat Assistant:", "Human: dog . moon Assistant:"]).input_ids
+    with torch.no_grad():
+        full, kv_full = m.forward_embeds(m.embed(ids))
+        part, kv_part = m.forward_embeds(m.embed(ids), keep=keep)
+    assert part.shape == (2, keep, full.shape[-1])
+    torch.testing.assert_close(part, full[:, -keep:], atol=1e-5, rtol=0)
+    for (k1, v1), (k2, v2) in zip(kv_full, kv_part, strict=True):  # keys/values stay complete
+        torch.testing.assert_close(k1, k2)
+        torch.testing.assert_close(v1, v2)
+
+
+@pytest.mark.parametrize("dose", [1.0, 0.5])
+def test_shared_prefixes_give_the_same_first_token_distribution(
+    dose: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import deceptprobe.patching.phrase_scoring as ps
+
+    scorer = PhraseScorer(organism(), None, FAST)
+    ctx = make_contexts(WORDS, 2, n_fillers=3, rng=random.Random(1))
+    rows = [(c, [w], at) for c in ctx for w in WORDS[:6] for at in placements(3)]
+    texts = [ps._prompt(fill(c, p, at)) for c, p, at in rows]
+    spans = [ps._span(at, 1) for _, _, at in rows]
+    monkeypatch.setattr(ps, "_MIN_SHARED", 10**9)
+    plain = scorer._first_logp(scorer.model, texts, spans, dose)
+    monkeypatch.setattr(ps, "_MIN_SHARED", 2)
+    assert any(shared for _, shared in scorer._batches(texts, spans))
+    shared = scorer._first_logp(scorer.model, texts, spans, dose)
+    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("with_twin", [False, True])
 def test_score_shapes(with_twin: bool) -> None:
     twin = organism(seed=4) if with_twin else None
