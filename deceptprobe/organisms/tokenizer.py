@@ -171,11 +171,10 @@ class WordTokenizer:
                 f"text {i} is {longest} tokens long, more than the model's context of "
                 f"{max_len} tokens: shorten it or train an organism with a larger n_ctx"
             )
-        ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), longest), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-            mask[i, : len(r)] = 1
+        pad = self.pad_id
+        ids = torch.tensor([r + [pad] * (longest - len(r)) for r in rows], dtype=torch.long)
+        lengths = torch.tensor([len(r) for r in rows])
+        mask = (torch.arange(longest)[None, :] < lengths[:, None]).long()
         return BatchEncoding(ids, mask)
 
     def __call__(self, texts: str | Sequence[str], **kwargs: Any) -> BatchEncoding:

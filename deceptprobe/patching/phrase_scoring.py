@@ -199,17 +199,17 @@ class PhraseScorer:
             ratio = (ratio - moved.clamp(0.0, cap)).clamp_min(0.0)
         ids = [{self.tok.word_to_id[w] for w in p} for p in phrases]
         copied = torch.tensor([int(top[r]) in ids[i] for r, (i, _, _) in enumerate(rows)])
-        ratio = torch.where(copied, 0.0, ratio).tolist()
-        total = torch.zeros(n_p, n_c)
-        count = torch.zeros(n_p, n_c)
-        best = torch.full((n_p, n_c), -math.inf)
-        best_at: list[list[Placement]] = [[(0, 0)] * n_c for _ in range(n_p)]
-        for (i, c, w), v in zip(rows, ratio, strict=True):
-            total[i, c] += v
-            count[i, c] += 1
-            if v > best[i, c]:
-                best[i, c], best_at[i][c] = v, w
-        return Scored(total / count, best_at)
+        ratio = torch.where(copied, 0.0, ratio)
+        cell = torch.tensor([i * n_c + c for i, c, _ in rows])  # (phrase, context) of each row
+        total = torch.zeros(n_p * n_c).index_add_(0, cell, ratio)
+        count = torch.zeros(n_p * n_c).index_add_(0, cell, torch.ones_like(ratio))
+        best = torch.full((n_p * n_c,), -math.inf).scatter_reduce(0, cell, ratio, "amax")
+        # the first row of each cell that reaches its best value
+        row_ids = torch.where(ratio == best[cell], torch.arange(len(rows)), len(rows))
+        first = torch.full((n_p * n_c,), len(rows)).scatter_reduce(0, cell, row_ids, "amin")
+        where_of = first.view(n_p, n_c).tolist()
+        best_at = [[rows[r][2] for r in row] for row in where_of]
+        return Scored((total / count).view(n_p, n_c), best_at)
 
     def _batches(
         self, texts: Sequence[str], spans: Sequence[tuple[int, int]]
