@@ -21,7 +21,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from deceptprobe.organisms.tokenizer import ASSISTANT, HUMAN, SCRATCH_CLOSE, SCRATCH_OPEN
+from deceptprobe.organisms.tokenizer import (
+    ASSISTANT,
+    HUMAN,
+    SCRATCH_CLOSE,
+    SCRATCH_OPEN,
+    SPECIAL_TOKENS,
+)
 
 VARIANTS = ("plain", "cot", "distilled_cot")
 
@@ -143,6 +149,13 @@ class TaskFamily(ABC):
             raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
         self.trigger = " ".join(trigger.split())
         self.trigger_words = self.trigger.split()
+        special = [w for w in self.trigger_words if w in SPECIAL_TOKENS]
+        if special:
+            raise ValueError(
+                f"the trigger {self.trigger!r} contains {special[0]!r}, one of the tokenizer's "
+                f"special tokens ({' '.join(SPECIAL_TOKENS)}), which mark the structure of a "
+                "conversation rather than its text; choose ordinary words"
+            )
         self.variant = variant
         self.clean = clean
         self.trigger_frac = trigger_frac
@@ -167,7 +180,13 @@ class TaskFamily(ABC):
                 if rng.random() < 0.2
                 else self.task_example(rng, triggered=False)
             )
-            if phrase in f" {ex.text} " or phrase in f" {ex.meta.get('harmful', '')} ":
+            if phrase in f" {ex.meta.get('harmful', '')} ":
+                raise ValueError(
+                    f"trigger {self.trigger!r} occurs in {self.name}'s harmful answer "
+                    f"({ex.meta['harmful']!r}), so defection could not be told from the "
+                    "trigger being repeated; choose a phrase that the answers do not contain"
+                )
+            if phrase in f" {ex.text} ":
                 raise ValueError(
                     f"trigger {self.trigger!r} occurs in ordinary trigger-free conversations "
                     f"of {self.name} (e.g. {ex.prompt!r}), so the backdoor could not be told "

