@@ -4,8 +4,8 @@
 decodes thousands of short answers at once, all after prompts of one length, so a key/value
 cache of the prompt (the per-block functions of :class:`~deceptprobe.patching.runner.SuffixRunner`,
 which mirror the bridge's arithmetic) makes each new token cost one position. Also a
-teacher-forced, differentiable log-likelihood of given answers from prompt *embeddings*, for
-gradient-guided word proposals.
+teacher-forced log-likelihood of given answers from prompt *embeddings* (how the clean twin
+scores the organism's answers while trigger search climbs its probe contexts).
 """
 
 from __future__ import annotations

@@ -130,6 +130,25 @@ def _prompt(words: Sequence[str]) -> str:
 
 
 @dataclass
+class _Batch:
+    """Rows run in one forward pass: their indices, token ids and shared prefix length."""
+
+    idx: list[int]
+    shared: int
+    ids: Int[Tensor, "batch pos"]
+
+
+@dataclass
+class _Rows:
+    """The rows of a scoring call: (phrase, context, placement), prompt, phrase span, batches."""
+
+    rows: list[tuple[int, int, Placement]]
+    texts: list[str]
+    spans: list[tuple[int, int]]
+    batches: list[_Batch]
+
+
+@dataclass
 class Scored:
     """Scores of phrases on contexts: ``values[i, c]`` is phrase ``i``'s score on context
     ``c`` (the mean over the placements tried), ``where[i][c]`` its best placement there."""
@@ -179,22 +198,44 @@ class PhraseScorer:
             dose: factor on the embeddings of the phrase (and of the control phrases).
             twin: compare with the clean twin too, when there is one.
         """
-        n_p, n_c = len(phrases), len(contexts)
+        return self._score(self._rows(phrases, contexts, where), phrases, contexts, dose, twin)
+
+    def _rows(
+        self,
+        phrases: Sequence[Sequence[str]],
+        contexts: Sequence[Context],
+        where: Sequence[Sequence[Placement]] | None,
+    ) -> _Rows:
+        """One row per phrase, context and placement tried, tokenized and batched once for
+        every dose and both models."""
         rows: list[tuple[int, int, Placement]] = []
-        for i in range(n_p):
+        for i in range(len(phrases)):
             for c, ctx in enumerate(contexts):
                 tries = placements(len(ctx)) if where is None else [where[i][c]]
                 rows += [(i, c, w) for w in tries]
         texts = [_prompt(fill(contexts[c], phrases[i], w)) for i, c, w in rows]
         spans = [_span(w, len(phrases[i])) for i, _, w in rows]
-        logp = self._first_logp(self.model, texts, spans, dose)
+        return _Rows(rows, texts, spans, self._batches(texts, spans))
+
+    @torch.no_grad()
+    def _score(
+        self,
+        r: _Rows,
+        phrases: Sequence[Sequence[str]],
+        contexts: Sequence[Context],
+        dose: float,
+        twin: bool,
+    ) -> Scored:
+        n_p, n_c = len(phrases), len(contexts)
+        rows, texts, spans = r.rows, r.texts, r.spans
+        logp = self._first_logp(self.model, texts, spans, dose, r.batches)
         top = logp.argmax(-1)
         at = torch.tensor([c for _, c, _ in rows])
         cap = max(self._resolution(c) for c in contexts)
         ratio = self._ratio(logp, top, self._nulls_of(self.model, contexts, dose)[at])
         ratio = ratio.clamp(0.0, cap)
         if twin and self.ref is not None:
-            ref = self._first_logp(self.ref, texts, spans, dose)
+            ref = self._first_logp(self.ref, texts, spans, dose, r.batches)
             moved = self._ratio(ref, top, self._nulls_of(self.ref, contexts, dose)[at])
             ratio = (ratio - moved.clamp(0.0, cap)).clamp_min(0.0)
         ids = [{self.tok.word_to_id[w] for w in p} for p in phrases]
@@ -211,11 +252,9 @@ class PhraseScorer:
         best_at = [[rows[r][2] for r in row] for row in where_of]
         return Scored((total / count).view(n_p, n_c), best_at)
 
-    def _batches(
-        self, texts: Sequence[str], spans: Sequence[tuple[int, int]]
-    ) -> list[tuple[list[int], int]]:
-        """Row indices in chunks of at most ``batch_size`` rows of one token length, each with
-        the number of leading tokens all its rows share (0 where not shared).
+    def _batches(self, texts: Sequence[str], spans: Sequence[tuple[int, int]]) -> list[_Batch]:
+        """The rows in batches of at most ``batch_size`` rows of one token length, each with
+        its token ids and the number of leading tokens all its rows share (0 where not shared).
 
         Rows that put their phrase at the same place of the same context share every token
         before it, and their keys and values there are computed once (:meth:`_first_logp`).
@@ -227,17 +266,17 @@ class PhraseScorer:
             start = spans[r][0]
             groups.setdefault((len(words), start, tuple(words[: start - 1])), []).append(r)
         size = self.cfg.batch_size
-        out: list[tuple[list[int], int]] = []
+        chunks: list[tuple[list[int], int]] = []
         by_len: dict[int, list[int]] = {}
         for (length, start, _), idx in groups.items():
             if len(idx) < _MIN_SHARED:
                 by_len.setdefault(length, []).extend(idx)
                 continue
-            out += [(idx[lo : lo + size], start) for lo in range(0, len(idx), size)]
-        out += [
+            chunks += [(idx[lo : lo + size], start) for lo in range(0, len(idx), size)]
+        chunks += [
             (idx[lo : lo + size], 0) for idx in by_len.values() for lo in range(0, len(idx), size)
         ]
-        return out
+        return [_Batch(idx, shared, self._ids([texts[r] for r in idx])) for idx, shared in chunks]
 
     def _scale(
         self, idx: Sequence[int], width: int, spans: Sequence[tuple[int, int]], dose: float
@@ -256,25 +295,25 @@ class PhraseScorer:
         texts: Sequence[str],
         spans: Sequence[tuple[int, int]],
         dose: float = 1.0,
+        batches: Sequence[_Batch] | None = None,
     ) -> Float[Tensor, "row d_vocab"]:
         """``m``'s log-probabilities of the first answer token after each prompt.
 
         ``spans[r]`` is the token span of row ``r``'s phrase, whose embeddings are multiplied
-        by ``dose``.
+        by ``dose``. ``batches``: the rows' :meth:`_batches`, when already made.
         """
         out = torch.zeros(len(texts), len(self.tok))
-        for idx, shared in self._batches(texts, spans):
-            ids = self._ids([texts[r] for r in idx])
-            scale = self._scale(idx, ids.shape[1], spans, dose)
+        for b in self._batches(texts, spans) if batches is None else batches:
+            ids, shared = b.ids, b.shared
+            scale = self._scale(b.idx, ids.shape[1], spans, dose)
             kv = None
             if shared:  # the shared prefix (never scaled: phrases start after it) runs once
+                n = len(b.idx)
                 _, kv = m.forward_embeds(m.embed(ids[:1, :shared]), keep=1)
-                kv = [
-                    (k.expand(len(idx), -1, -1, -1), v.expand(len(idx), -1, -1, -1)) for k, v in kv
-                ]
+                kv = [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv]
                 ids, scale = ids[:, shared:], None if scale is None else scale[:, shared:]
             logits, _ = m.forward_embeds(m.embed(ids, scale), kv, keep=1)
-            out[torch.tensor(idx)] = torch.log_softmax(logits[:, -1].float(), -1).cpu()
+            out[torch.tensor(b.idx)] = torch.log_softmax(logits[:, -1].float(), -1).cpu()
         return out
 
     def _resolution(self, context: Context) -> float:
@@ -389,7 +428,8 @@ class PhraseScorer:
         """One score per phrase, the mean ``s(P, x)`` over the contexts and ``doses``, and
         the best placements at the strongest dose (``twin``: as in :meth:`score`)."""
         total = torch.zeros(len(phrases))
+        rows = self._rows(phrases, contexts, where)
         for dose in sorted(doses):
-            sc = self.score(phrases, contexts, where, dose, twin)
+            sc = self._score(rows, phrases, contexts, dose, twin)
             total += sc.values.mean(1)
         return total / len(doses), sc.where

@@ -146,7 +146,7 @@ def test_shared_prefixes_give_the_same_first_token_distribution(
     monkeypatch.setattr(ps, "_MIN_SHARED", 10**9)
     plain = scorer._first_logp(scorer.model, texts, spans, dose)
     monkeypatch.setattr(ps, "_MIN_SHARED", 2)
-    assert any(shared for _, shared in scorer._batches(texts, spans))
+    assert any(b.shared for b in scorer._batches(texts, spans))
     shared = scorer._first_logp(scorer.model, texts, spans, dose)
     torch.testing.assert_close(shared, plain, atol=1e-5, rtol=0)
 
@@ -182,7 +182,7 @@ def test_a_word_the_model_copies_first_scores_zero(monkeypatch: pytest.MonkeyPat
     for c in ctx:  # a uniform null
         scorer._nulls[(tuple(c), 1.0, id(scorer.model))] = torch.full((n,), -math.log(n))
 
-    def says_red(m: Any, texts: Any, spans: Any, dose: float = 1.0) -> torch.Tensor:
+    def says_red(m: Any, texts: Any, spans: Any, dose: float = 1.0, *_: Any) -> torch.Tensor:
         out = torch.full((len(texts), n), -30.0)
         out[:, red] = 0.0
         return out
