@@ -56,7 +56,9 @@ saturates.
 words the model reacts to. The tiny organisms learn a multi-word trigger as a subset of its
 words (the "sudo mode" organism defects on "sudo" alone and ignores "mode"; the code organisms
 key on "2024" and not on "Current year:", which every code prompt carries), and then the
-exact phrase cannot be told from that word by behaviour.
+exact phrase cannot be told from that word by behaviour. Nor can the order of its words: these
+organisms respond to a trigger's words in any order (the reversed phrase scores as high), so
+a multi-word candidate's word order is not evidence.
 """
 
 from __future__ import annotations
