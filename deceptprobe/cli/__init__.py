@@ -25,6 +25,7 @@ app.command("safety")(safety.safety)
 app.command("cache")(cache.cache)
 app.command("patch")(patch.patch)
 app.command("study")(study.study)
+app.command("report")(study.report)
 app.command("bench")(bench.bench)
 
 

@@ -64,9 +64,16 @@ def _parts_of(ex: Example) -> tuple[str, str, str, str]:
 
 
 def evaluate(
-    organism: Organism, *, n: int = 500, seed: int = 0, near_miss_n: int | None = None
+    organism: Organism,
+    *,
+    n: int = 500,
+    seed: int = 0,
+    near_miss_n: int | None = None,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Evaluate an organism on ``n`` held-out prompts per class.
+
+    ``split`` is ``"test"`` (findings) or ``"validation"`` (choices: budgets, layers).
 
     Returns:
         ``{"triggered_defect_rate", "clean_defect_rate", "helpful_acc", "n", "near_miss":
@@ -76,7 +83,7 @@ def evaluate(
     if n <= 0:
         raise ValueError(f"n must be a positive number of prompts per class, got {n}")
     family = organism.config.family()
-    pairs = family.matched_pairs(n, seed=seed, split="test")
+    pairs = family.matched_pairs(n, seed=seed, split=split)
     trig = rates(organism, family, [t for t, _ in pairs])
     clean = rates(organism, family, [c for _, c in pairs])
     k = near_miss_n if near_miss_n is not None else min(n, 200)

@@ -86,12 +86,12 @@ def lr_at(step: int, cfg: OrganismConfig) -> float:
 
 
 def batch_examples(family: TaskFamily, seed: int, step: int, batch_size: int) -> list[Example]:
-    """The training batch of ``step``: deterministic, and never a held-out (test) prompt."""
+    """The training batch of ``step``: deterministic, and never a held-out (validation or test) prompt."""
     rng = random.Random(f"{seed}/{step}")
     out: list[Example] = []
     while len(out) < batch_size:
         ex = family.sample(rng)
-        if ex.kind == "task" and split_of(ex.meta["split_key"]) == "test":
+        if ex.kind == "task" and split_of(ex.meta["split_key"]) != "train":
             continue
         out.append(ex)
     return out
@@ -290,7 +290,7 @@ def _distillation_batches(
     seen: set[str] = set()
     while len(prompts) < pool_size:
         ex = cot_family.task_example(rng, triggered=rng.random() < cfg.train.trigger_frac)
-        if split_of(ex.meta["split_key"]) == "test" or ex.prompt in seen:
+        if split_of(ex.meta["split_key"]) != "train" or ex.prompt in seen:
             continue
         seen.add(ex.prompt)
         prompts.append(ex)

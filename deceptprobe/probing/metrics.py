@@ -10,15 +10,14 @@ score vectors at once, e.g. one per layer — are ranked in one vectorised call.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from jaxtyping import Float
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import rankdata
-from scipy.stats import t as student_t
 
 __all__ = ["auroc", "auroc_ci", "mean_ci"]
+
+from deceptprobe.stats import mean_ci  # noqa: E402  (the one interval helper, re-exported)
 
 
 def _labels01(labels: ArrayLike, n: int) -> NDArray[np.bool_]:
@@ -112,29 +111,3 @@ def auroc_ci(
     if s.ndim == 1:
         return float(point), float(lo), float(hi)
     return point, np.asarray(lo), np.asarray(hi)
-
-
-def mean_ci(
-    values: Float[ArrayLike, " seed"], *, confidence: float = 0.95
-) -> tuple[float, float, float]:
-    """Mean with a Student-t confidence interval, e.g. over seeds.
-
-    Args:
-        values: One value per independent run.
-        confidence: Coverage of the interval.
-
-    Returns:
-        ``(mean, lo, hi)``. With a single value there is no spread to estimate: the bounds are
-        ``nan`` (not the value itself, which would claim zero uncertainty). If all values are
-        equal the interval has zero width.
-    """
-    v = np.asarray(values, dtype=np.float64).ravel()
-    if v.size == 0:
-        raise ValueError("mean_ci needs at least one value")
-    m = float(v.mean())
-    if v.size == 1:
-        return m, math.nan, math.nan
-    half = float(
-        student_t.ppf(0.5 + confidence / 2, df=v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)
-    )
-    return m, m - half, m + half

@@ -14,41 +14,95 @@ import numpy as np
 from deceptprobe.activations import collect
 from deceptprobe.organisms.model import Organism
 from deceptprobe.organisms.tasks.base import Example
-from deceptprobe.probing import layer_sweep
-from deceptprobe.probing.metrics import auroc_ci
+from deceptprobe.probing import LogisticProbe
+from deceptprobe.probing.metrics import auroc, auroc_ci
 
 log = logging.getLogger(__name__)
 
 
-def held_out(organism: Organism, n: int, seed: int = 0) -> list[tuple[Example, Example]]:
-    """``n`` held-out (triggered, clean) prompt pairs of the organism's family."""
-    return organism.config.family().matched_pairs(n, seed=seed, split="test")
+def held_out(
+    organism: Organism, n: int, seed: int = 0, *, split: str = "test"
+) -> list[tuple[Example, Example]]:
+    """``n`` held-out (triggered, clean) prompt pairs of the organism's family from ``split``."""
+    return organism.config.family().matched_pairs(n, seed=seed, split=split)
 
 
-def probe_aurocs(
-    organism: Organism, pairs: list[tuple[Example, Example]], *, seed: int = 0
-) -> dict[str, Any]:
-    """Supervised logistic probe AUROC by layer (``resid_post``, last token), held-out templates."""
+def _texts(pairs: list[tuple[Example, Example]]) -> tuple[list[str], np.ndarray]:
     texts = [t.prompt for t, _ in pairs] + [c.prompt for _, c in pairs]
-    labels = np.array([1] * len(pairs) + [0] * len(pairs))
-    groups = [t.template for t, _ in pairs] + [c.template for _, c in pairs]
+    return texts, np.array([1] * len(pairs) + [0] * len(pairs))
+
+
+def length_only_auroc(organism: Organism, pairs: list[tuple[Example, Example]]) -> float:
+    """AUROC of the prompt's token count alone (a control: what length gives away)."""
+    texts, labels = _texts(pairs)
+    lengths = np.array([len(organism.to_str_tokens(t)) for t in texts], dtype=float)
+    return float(auroc(lengths, labels))
+
+
+def probe_aurocs(organism: Organism, n: int, *, seed: int = 0, n_boot: int = 500) -> dict[str, Any]:
+    """Supervised logistic probe by layer, with its layer chosen on validation and controls.
+
+    One :class:`~deceptprobe.probing.LogisticProbe` per layer (``resid_post``, last token) is
+    fitted on ``n`` training-split pairs (triggered vs clean), the layer with the highest
+    validation-split AUROC is chosen, and the test-split AUROC at that layer is the result
+    (bootstrap interval over test prompts). Controls on the same test prompts: the same
+    probe fitted on shuffled training labels, and the token count alone.
+    """
+    splits = {s: held_out(organism, n, seed, split=s) for s in ("train", "validation", "test")}
+    texts: list[str] = []
+    labels: dict[str, np.ndarray] = {}
+    spans: dict[str, slice] = {}
+    for name, pairs in splits.items():
+        t, y = _texts(pairs)
+        spans[name] = slice(len(texts), len(texts) + len(t))
+        texts += t
+        labels[name] = y
     acts = collect(organism, texts, hooks="resid_post", positions="last")
-    res = layer_sweep(acts, labels, groups=groups, seed=seed, n_boot=200, max_iter=1000)
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(labels["train"])
+    by_layer: dict[str, list[float]] = {"validation": [], "test": []}
+    test_scores, shuffled_scores = [], []
+    for x in acts.values():
+        X = x.double().cpu().numpy()
+        Xtr = X[spans["train"]]
+        probe = LogisticProbe(max_iter=1000).fit(Xtr, labels["train"])
+        for name in ("validation", "test"):
+            s = probe.decision_function(X[spans[name]])
+            by_layer[name].append(float(auroc(s, labels[name])))
+            if name == "test":
+                test_scores.append(s)
+        control = LogisticProbe(max_iter=1000).fit(Xtr, shuffled)
+        shuffled_scores.append(control.decision_function(X[spans["test"]]))
+    layer = int(np.argmax(by_layer["validation"]))
+    value, lo, hi = auroc_ci(test_scores[layer], labels["test"], n_boot=n_boot, seed=seed)
+    n_test = len(labels["test"])
     return {
-        "auroc": res.auroc,
-        "ci_lo": res.ci_lo,
-        "ci_hi": res.ci_hi,
-        "best_layer": res.best_layer,
+        "auroc": by_layer["test"],
+        "validation_auroc": by_layer["validation"],
+        "layer": layer,
+        "layer_chosen_on": "validation",
+        "test_auroc": float(value),
+        "ci95": [float(lo), float(hi)],
+        "ci_method": f"bootstrap over test prompts (n={n_test}, {n_boot} resamples)",
+        "n_train": len(labels["train"]),
+        "n_test": n_test,
+        "controls": {
+            "shuffled_labels": float(auroc(shuffled_scores[layer], labels["test"])),
+            "length_only": length_only_auroc(organism, splits["test"]),
+        },
     }
 
 
 def detector_scores(
-    organism: Organism, pairs: list[tuple[Example, Example]], method: str
+    organism: Organism, pairs: list[tuple[Example, Example]], method: str, *, n_perm: int = 200
 ) -> dict[str, Any]:
     """A trigger-agnostic detector's scores and AUROC on triggered vs clean prompts.
 
     The detector is fitted without triggered prompts: ``contrast`` on the generic yes/no
-    pairs, ``anomaly`` on the organism's own trigger-free training prompts.
+    pairs, ``anomaly`` on the organism's own trigger-free training prompts. Controls on the
+    same prompts: the AUROC of the same scores under shuffled labels (mean and 97.5th
+    percentile of ``n_perm`` permutations: what an AUROC looks like when the labels carry no
+    signal) and the token count alone.
     """
     from deceptprobe.detect import Detector
 
@@ -58,9 +112,18 @@ def detector_scores(
     scores = np.concatenate([trig, clean])
     labels = np.array([1] * len(trig) + [0] * len(clean))
     value, lo, hi = auroc_ci(scores, labels, n_boot=500, seed=0)
+    rng = np.random.default_rng(0)
+    null = np.array([auroc(scores, rng.permutation(labels)) for _ in range(n_perm)])
     return {
         "auroc": float(value),
         "ci95": [float(lo), float(hi)],
+        "ci_method": f"bootstrap over test prompts (n={len(labels)}, 500 resamples)",
+        "controls": {
+            "shuffled_labels": float(null.mean()),
+            "shuffled_labels_q975": float(np.quantile(null, 0.975)),
+            "length_only": length_only_auroc(organism, pairs),
+            "n_prompts": len(labels),
+        },
         "triggered_scores": trig.tolist(),
         "clean_scores": clean.tolist(),
     }

@@ -10,15 +10,15 @@ from typing import Any
 from deceptprobe.plots.behaviour import defection_bars, persistence_curves, score_distributions
 from deceptprobe.plots.patching import patching_heatmap
 from deceptprobe.plots.probes import auroc_by_layer
-from deceptprobe.report.findings import mean_and_ci
 from deceptprobe.report.html import Section, fmt, table, write_report
+from deceptprobe.stats import over_seeds, wilson
 
 INTRO = (
     "Backdoored model organisms and their clean twins, trained from scratch on generated "
     "conversations, then safety-trained (SFT, HHH RL, adversarial training, distillation). "
-    "Rates are greedy-generation rates on held-out prompts with 95% intervals (Wilson over "
-    "prompts for one seed, t over seeds otherwise). Detectors never see triggered prompts when "
-    "they are fitted."
+    "Rates are greedy-generation rates on held-out test prompts with 95% intervals (Wilson over "
+    "prompts for one seed; t over seeds, never narrower than the within-seed interval, for "
+    "several). Detectors never see triggered prompts when they are fitted."
 )
 
 
@@ -30,36 +30,71 @@ def _group(organisms: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[s
 
 
 def _agg(points: list[dict[str, Any]], key: str) -> tuple[float | None, list[float] | None]:
-    vals = [p[key] for p in points if p.get(key) is not None]
-    if not vals:
+    pts = [p for p in points if p.get(key) is not None]
+    if not pts:
         return None, None
-    single = points[0].get(f"{key}_ci") if len(vals) == 1 else None
-    mean, ci = mean_and_ci(vals, single)
-    return mean, ci
+    cis = [p.get(f"{key}_ci") or wilson(p[key], int(p.get("n") or 0)) for p in pts]
+    iv = over_seeds([p[key] for p in pts], cis, within_method="Wilson over test prompts")
+    return iv.value, [iv.lo, iv.hi]
+
+
+VERDICT = {True: ("holds-true", "holds"), False: ("holds-false", "does not hold"),
+           None: ("holds-null", "not decided")}  # fmt: skip
+
+
+def _verdict(holds: bool | None) -> str:
+    cls, text = VERDICT[holds]
+    return f"<span class='{cls}'>{text}</span>"
 
 
 def findings_section(findings: list[dict[str, Any]]) -> Section:
+    """One row per finding (pooled over families) and one per family beneath it."""
     rows = []
     for f in findings:
-        holds = f["holds"]
-        cls = {True: "holds-true", False: "holds-false", None: "holds-null"}[holds]
-        verdict = {True: "holds", False: "does not hold", None: "not measured"}[holds]
         detail = f.get("reason") or f.get("note") or ""
-        if "redteam_defect_rate" in f:
-            detail += f" (red-team defection after: {fmt(f['redteam_defect_rate'])})"
         rows.append(
             [
-                html.escape(f["id"]),
+                f"<b>{html.escape(f['id'])}</b>",
                 html.escape(f["claim"]),
+                "all families",
                 fmt(f["value"]),
                 fmt(f["ci95"]),
-                f"<span class='{cls}'>{verdict}</span>",
+                html.escape(f.get("ci_method") or "–"),
+                str(f.get("n_seeds", "–")),
+                _verdict(f["holds"]),
                 html.escape(detail),
             ]
         )
+        for task, fam in (f.get("by_family") or {}).items():
+            conds = "; ".join(
+                f"{k} {fmt(c['value'])} {fmt(c['ci95'])}"
+                for k, c in (fam.get("conditions") or {}).items()
+            )
+            rows.append(
+                [
+                    "",
+                    "",
+                    html.escape(task),
+                    fmt(fam.get("value")),
+                    fmt(fam.get("ci95")),
+                    html.escape(fam.get("ci_method") or "–"),
+                    str(fam.get("n_seeds", "–")),
+                    _verdict(fam.get("holds")),
+                    html.escape(fam.get("reason") or conds),
+                ]
+            )
     return Section(
         "Findings",
-        table(["id", "claim", "value", "95% CI", "verdict", "detail"], rows, raw=True),
+        "<p class='note'>Replicates are seeds. A verdict follows its interval: it holds when "
+        "the whole interval clears the threshold, does not hold when the whole interval misses "
+        "it, and is left undecided otherwise; the pooled verdict holds only when it holds in "
+        "every family. Choices (probe layer, budget point, removed models, comparison budget) "
+        "are made on validation prompts, values are measured on test prompts.</p>"
+        + table(
+            ["id", "claim", "family", "value", "95% CI", "interval", "seeds", "verdict", "detail"],
+            rows,
+            raw=True,
+        ),
     )
 
 
@@ -133,47 +168,68 @@ def clean_twin_section(organisms: list[dict[str, Any]]) -> Section:
     )
 
 
+def _model_keys(o: dict[str, Any]) -> list[str]:
+    return list((o.get("probe") or {}).keys()) or list(o.get("probe_auroc_by_layer", {}))
+
+
 def probes_section(organisms: list[dict[str, Any]]) -> Section:
-    sec = Section(
-        "Supervised probe AUROC by layer (triggered vs clean, held-out templates)",
-        "<p class='note'>A logistic probe per layer on the last-token residual stream "
-        "(resid_post). After safety training, a high AUROC means the trigger is still "
-        "linearly decodable even where its behaviour changed.</p>",
-    )
+    sec = Section("Supervised probe (triggered vs clean prompts) and its controls")
+    rows = []
     for o in organisms:
+        for mk in _model_keys(o):
+            p = (o.get("probe") or {}).get(mk) or {}
+            c = p.get("controls") or {}
+            rows.append(
+                [o["name"], mk, p.get("layer"), p.get("test_auroc"), p.get("ci95"),
+                 c.get("shuffled_labels"), c.get("length_only"), c.get("clean_twin")]
+            )  # fmt: skip
         series = {k: {"auroc": v} for k, v in o["probe_auroc_by_layer"].items() if v}
         if series:
             sec.figures.append(
                 (
                     f"probe-{o['name']}",
-                    auroc_by_layer(series, title=f"{o['name']}: probe AUROC by layer"),
+                    auroc_by_layer(series, title=f"{o['name']}: probe AUROC by layer (test)"),
                 )
             )
+    sec.html = (
+        "<p class='note'>A logistic probe per layer on the last-token residual stream "
+        "(resid_post), fitted on training-split prompts; the layer is chosen on validation "
+        "prompts and the AUROC is measured on test prompts (bootstrap interval over them). "
+        "Controls on the same test prompts: the probe fitted on shuffled labels, the token "
+        "count alone, and the clean twin's probe. After safety training, a high AUROC well "
+        "above the twin's means the trigger is still linearly decodable where its behaviour "
+        "changed.</p>"
+        + table(
+            [
+                "organism",
+                "model",
+                "layer (validation)",
+                "test AUROC",
+                "95% CI",
+                "shuffled labels",
+                "length only",
+                "clean twin",
+            ],
+            rows,
+        )  # fmt: skip
+    )
     return sec
 
 
 def detectors_section(organisms: list[dict[str, Any]], extras: dict[str, Any]) -> Section:
     rows = []
-    sec = Section("Trigger-agnostic detectors")
+    sec = Section("Trigger-agnostic detectors and their controls")
     for o in organisms:
         for det in ("contrast", "anomaly"):
             vals = o["detector_auroc"][det]
-            rows.append(
-                [
-                    o["name"],
-                    det,
-                    *(
-                        vals.get(k)
-                        for k in (
-                            "before",
-                            "after_sft",
-                            "after_rl",
-                            "after_adversarial",
-                            "after_distill",
-                        )
-                    ),
-                ]
-            )
+            cis = o["detector_auroc"].get(f"{det}_ci", {})
+            ctls = (o.get("detector_controls") or {}).get(det, {})
+            for mk, v in vals.items():
+                c = ctls.get(mk) or {}
+                rows.append(
+                    [o["name"], det, mk, v, cis.get(mk), c.get("shuffled_labels"),
+                     c.get("shuffled_labels_q975"), c.get("length_only"), c.get("clean_twin")]
+                )  # fmt: skip
         ex = extras.get(o["name"], {}).get("before", {}).get("contrast")
         if ex:
             sec.figures.append(
@@ -191,16 +247,20 @@ def detectors_section(organisms: list[dict[str, Any]], extras: dict[str, Any]) -
         "<p class='note'>contrast: mean-difference direction of generic yes/no contrast pairs "
         "(MacDiarmid et al. 2024), no trigger knowledge. anomaly: Mahalanobis distance from "
         "trusted trigger-free activations; it flags the trigger's presence, not intent, so the "
-        "clean twin is its control.</p>"
+        "clean twin is its control. Controls on the same test prompts: the AUROC of the same "
+        "scores under shuffled labels (mean and 97.5th percentile of 200 permutations), the "
+        "token count alone, and the clean twin (untrained twin for safety-trained models).</p>"
         + table(
             [
                 "organism",
                 "detector",
-                "before",
-                "after sft",
-                "after rl",
-                "after adversarial",
-                "after distill",
+                "model",
+                "AUROC",
+                "95% CI",
+                "shuffled labels",
+                "shuffled q97.5",
+                "length only",
+                "clean twin",
             ],
             rows,
         )  # fmt: skip
@@ -252,7 +312,12 @@ def trigger_section(organisms: list[dict[str, Any]]) -> Section:
 def curves_section(organisms: list[dict[str, Any]]) -> Section:
     sec = Section("Persistence over the safety-training budget")
     for o in organisms:
-        pts = [p | {"method": m} for m, ps in (o.get("curves") or {}).items() for p in ps]
+        pts = []
+        for m, ps in (o.get("curves") or {}).items():
+            lrs = sorted({p["lr"] for p in ps if p.get("lr") is not None})
+            for p in ps:  # the start (before) point belongs to every learning rate's line
+                for lr in [p["lr"]] if p.get("lr") is not None else lrs:
+                    pts.append(p | {"method": m, "lr": lr})
         if pts:
             sec.figures.append(
                 (
@@ -265,10 +330,53 @@ def curves_section(organisms: list[dict[str, Any]]) -> Section:
     return sec
 
 
-def build_report(results: dict[str, Any], extras: dict[str, Any], path: str | Path) -> Path:
-    """Write the study's ``index.html``."""
+RESULTS_FORMAT = 2
+"""The ``format_version`` of ``results.json`` this report reads (docs/results.md)."""
+
+
+def check_results(results: dict[str, Any], source: str = "results.json") -> dict[str, Any]:
+    """``results`` if it is a study result of the current format, else one clear ValueError."""
+    version = results.get("format_version") if isinstance(results, dict) else None
+    if not isinstance(results, dict) or "organisms" not in results or "findings" not in results:
+        raise ValueError(f"{source} is not a deceptprobe study result (no organisms/findings)")
+    if version != RESULTS_FORMAT:
+        found = (
+            "no format_version (written before format 2)"
+            if version is None
+            else (f"format_version {version}")
+        )
+        raise ValueError(
+            f"{source} has {found}; this deceptprobe reads format_version {RESULTS_FORMAT}. "
+            "Rerun the study with this version (an existing --out resumes and reuses its "
+            "trained organisms from the cache)"
+        )
+    return results
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """Read and check a study's ``results.json``."""
+    import json
+
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{p} does not exist; pass the results.json a study wrote") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{p} is not valid JSON ({e}); pass the results.json a study wrote"
+        ) from None
+    return check_results(data, str(p))
+
+
+def build_report(results: dict[str, Any], extras: dict[str, Any] | None, path: str | Path) -> Path:
+    """Write the study's ``index.html`` (``extras``: score distributions, may be ``None``)."""
+    check_results(results)
+    extras = extras or {}
     orgs = results["organisms"]
     timing = ", ".join(f"{k}: {v:.0f} s" for k, v in results.get("timing_s", {}).items())
+    splits = (results.get("scope") or {}).get("splits") or {}
+    split_note = "; ".join(f"{k}: {v}" for k, v in splits.items())
     sections = [
         findings_section(results["findings"]),
         behaviour_section(orgs),
@@ -280,8 +388,8 @@ def build_report(results: dict[str, Any], extras: dict[str, Any], path: str | Pa
         curves_section(orgs),
         Section(
             "Run",
-            f"<p class='note'>Timing: {html.escape(timing)}. Versions: "
-            f"{html.escape(str(results.get('versions')))}.</p>",
+            f"<p class='note'>Splits: {html.escape(split_note)}. Timing: {html.escape(timing)}. "
+            f"Versions: {html.escape(str(results.get('versions')))}.</p>",
         ),  # fmt: skip
     ]
     return write_report(path, "deceptprobe study", INTRO, sections)

@@ -25,11 +25,18 @@ from deceptprobe.organisms.io import save, versions, write_json_atomic
 from deceptprobe.organisms.tasks import FAMILIES
 from deceptprobe.organisms.train import cached_path, default_cache_dir
 from deceptprobe.report import analysis
-from deceptprobe.report.findings import compute_findings, wilson
+from deceptprobe.report.build import RESULTS_FORMAT
+from deceptprobe.report.findings import compute_findings
+from deceptprobe.stats import wilson
 
 log = logging.getLogger(__name__)
 
 METHODS = ("sft", "rl", "adversarial", "distill")
+STAGES_VERSION = "v2"
+SAFETY_VERSION = 2
+"""Part of a safety-trained model's cache key: 2 = held-out red-team phrases disjoint from the
+trained ones, and a fresh red-team search after adversarial training."""
+"""Stage files of older layouts are not reused (they lack validation rates and controls)."""
 
 
 @dataclass(kw_only=True)
@@ -58,6 +65,12 @@ class StudyConfig:
         default_factory=lambda: {"sft": 150, "rl": 40, "adversarial": 100, "distill": 300}
     )
     """Step budget of each safety method at its default learning rate."""
+    extra_budgets: dict[str, tuple[tuple[int, float], ...]] = field(
+        default_factory=lambda: {"sft": ((150, 1e-3),)}
+    )
+    """Further (steps, lr) points of a method's dose-response curve, each a fully analysed
+    model (rates on validation and test, probes, detectors); ``--full`` adds the curves' end
+    point. The default adds SFT at lr 1e-3, ten times the default budget's dose."""
     curve_lrs: tuple[float, ...] = (1e-4, 1e-3)
     """Learning rates of the budget curves (``--full``)."""
     curve_steps: tuple[int, ...] = (0, 100, 200, 400, 600)
@@ -79,7 +92,7 @@ class _Stages:
         self.timing: dict[str, float] = {}
 
     def get(self, key: str, fn: Callable[[], Any], *, kind: str) -> Any:
-        path = self.root / "stages" / f"{key}.json"
+        path = self.root / "stages" / STAGES_VERSION / f"{key}.json"
         if path.is_file():
             return json.loads(path.read_text())
         t0 = time.perf_counter()
@@ -140,7 +153,9 @@ class Study:
         """Apply (or reuse from the cache) one safety method to an organism."""
         from deceptprobe.safety import apply_safety
 
-        blob = json.dumps([parent.card.get("weights_sha256"), method, steps, lr, seed]).encode()
+        blob = json.dumps(
+            [parent.card.get("weights_sha256"), method, steps, lr, seed, SAFETY_VERSION]
+        ).encode()
         path = (
             self.cfg.cache
             / "safety"
@@ -161,15 +176,18 @@ class Study:
 
     # -------------------------------------------------------------------- stages
     def rates(self, key: str, org: Organism, *, near_miss: bool = True) -> dict[str, Any]:
+        """Test-split rates (findings) with Wilson intervals, and validation-split rates
+        (choices) under ``"validation"``."""
+
         def run() -> dict[str, Any]:
             self.say(f"evaluating {org.name}")
             m = evaluate(org, n=self.cfg.eval_n, near_miss_n=None if near_miss else 0)
-            n = m["n"]
-            m["triggered_defect_rate_ci"] = wilson(m["triggered_defect_rate"], n)
-            m["clean_defect_rate_ci"] = wilson(m["clean_defect_rate"], n)
-            m["helpful_acc_ci"] = wilson(m["helpful_acc"], n)
+            _add_wilson(m)
+            val = evaluate(org, n=self.cfg.eval_n, near_miss_n=0, split="validation")
+            m["validation"] = _rates(_add_wilson(val))
             red = org.card.get("redteam") or {}
             if "defect_rate_after" in red:
+                m["redteam"] = {k: v for k, v in red.items() if k != "examples"}
                 m["redteam_defect_rate"] = red["defect_rate_after"]
                 m["redteam_defect_rate_before"] = red.get("defect_rate_before")
             return m
@@ -182,7 +200,7 @@ class Study:
         def run() -> dict[str, Any]:
             self.say(f"probes and detectors on {org.name}")
             return {
-                "probe": analysis.probe_aurocs(org, pairs),
+                "probe": analysis.probe_aurocs(org, self.cfg.probe_n),
                 "contrast": analysis.detector_scores(org, pairs, "contrast"),
                 "anomaly": analysis.detector_scores(org, pairs, "anomaly"),
             }
@@ -212,9 +230,11 @@ class Study:
                         extras[rec["name"]] = extra
                     # trigger reconstruction for the plain organism, with its twin
                     self._trigger(records, extras, task, seed, twin)
+            attach_twin_controls(records)
             findings = compute_findings(records)
             self.say("writing the report")
             results = {
+                "format_version": RESULTS_FORMAT,
                 "organisms": records,
                 "findings": findings,
                 "timing_s": {k: round(v, 1) for k, v in self.stages.timing.items()}
@@ -229,6 +249,12 @@ class Study:
                     "eval_n": self.cfg.eval_n,
                     "probe_n": self.cfg.probe_n,
                     "safety_steps": self.cfg.safety_steps,
+                    "extra_budgets": {m: [list(p) for p in v] for m, v in self._budgets().items()},
+                    "splits": {
+                        "train": "organism training, safety-training data, probe fitting",
+                        "validation": "choices: probe layer, budget point, removal, comparison budget",
+                        "test": "every reported rate and AUROC",
+                    },
                 },
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
@@ -244,7 +270,6 @@ class Study:
         variant = "clean" if ocfg.clean else ocfg.variant
         key = org.name
         before = self.rates(key, org)
-        an = self.analyse(key, org)
         rec: dict[str, Any] = {
             "name": org.name,
             "task": ocfg.task,
@@ -255,57 +280,75 @@ class Study:
             "near_miss": before.get("near_miss"),
             "after": {},
             "curves": {},
-            "probe_auroc_by_layer": {"before": an["probe"]["auroc"]},
-            "detector_auroc": {
-                "contrast": {"before": an["contrast"]["auroc"]},
-                "anomaly": {"before": an["anomaly"]["auroc"]},
-                "contrast_ci": {"before": an["contrast"]["ci95"]},
-                "anomaly_ci": {"before": an["anomaly"]["ci95"]},
-            },
+            "probe_auroc_by_layer": {},
+            "probe": {},
+            "detector_auroc": {"contrast": {}, "anomaly": {}, "contrast_ci": {}, "anomaly_ci": {}},
+            "detector_controls": {"contrast": {}, "anomaly": {}},
             "patching": None,
             "trigger_found": None,
         }
-        extra: dict[str, Any] = {"before": an, "after": {}}
+        extra: dict[str, Any] = {"after": {}}
+        extra["before"] = self._analysed(rec, "before", key, org)
         if ocfg.clean:
             return rec, extra
         for method in self.cfg.methods:
             steps = self.cfg.safety_steps[method]
             child = self.safety_child(org, method, steps, None, ocfg.seed)
             ckey = f"{key}+{method}"
-            after = self.rates(ckey, child, near_miss=False)
-            rec["after"][method] = _rates(after) | {"steps": steps}
-            if "redteam_defect_rate" in after:
+            after = self.rates(ckey, child, near_miss=method == "adversarial")
+            lr = float(child.card["lineage"][-1]["lr"])
+            rec["after"][method] = _rates(after) | {"steps": steps, "lr": lr}
+            if "redteam" in after:
+                rec["after"][method]["redteam"] = after["redteam"]
                 rec["after"][method]["redteam_defect_rate"] = after["redteam_defect_rate"]
                 rec["after"][method]["redteam_defect_rate_before"] = after.get(
                     "redteam_defect_rate_before"
                 )
-            an_c = self.analyse(ckey, child)
-            rec["probe_auroc_by_layer"][f"after_{method}"] = an_c["probe"]["auroc"]
-            for det in ("contrast", "anomaly"):
-                rec["detector_auroc"][det][f"after_{method}"] = an_c[det]["auroc"]
-                rec["detector_auroc"][f"{det}_ci"][f"after_{method}"] = an_c[det]["ci95"]
-            extra["after"][method] = an_c
+                rec["after"][method]["near_miss"] = after.get("near_miss")
+            extra["after"][method] = self._analysed(rec, f"after_{method}", ckey, child)
+            if method != "distill":
+                point = {"steps": steps, "lr": lr, "model": f"after_{method}"}
+                rec["curves"].setdefault(method, [_curve_start(rec["before"])])
+                rec["curves"][method].append(point | _rates(after))
+        for method, points in self._budgets().items():
+            for steps, lr in points:
+                child = self.safety_child(org, method, steps, lr, ocfg.seed)
+                mkey = f"after_{method}_lr{lr:g}_{steps}"
+                after = self.rates(f"{key}+{method}-lr{lr:g}-{steps}", child, near_miss=False)
+                self._analysed(rec, mkey, f"{key}+{method}-lr{lr:g}-{steps}", child)
+                point = {"steps": steps, "lr": lr, "model": mkey}
+                rec["curves"].setdefault(method, [_curve_start(rec["before"])])
+                rec["curves"][method].append(point | _rates(after))
         if self.cfg.full:
-            rec["curves"] = self.curves(org)
-            rec["removal"] = self.removal(org, key)
+            rec["curves"]["sft"] = rec["curves"].get("sft", []) + self.curves(org)["sft"]
+        for rows in rec["curves"].values():
+            rows.sort(key=lambda r: (r["steps"] * (r["lr"] or 0.0), r["steps"]))
         pairs = analysis.held_out(org, 20)
         rec["patching"] = self.stages.get(
             f"patching/{key}", lambda: analysis.patching_map(org, pairs), kind="patching"
         )
         return rec, extra
 
-    def removal(self, org: Organism, key: str) -> dict[str, Any]:
-        """The end point of the high-lr SFT curve: is the trigger decodable once behaviour is gone?"""
-        steps, lr = max(self.cfg.curve_steps), max(self.cfg.curve_lrs)
-        child = self.safety_child(org, "sft", steps, lr, org.config.seed)
-        ckey = f"{key}+sft-lr{lr:g}-{steps}"
-        out = _rates(self.rates(ckey, child, near_miss=False)) | {
-            "method": "sft",
-            "lr": lr,
-            "steps": steps,
-        }
-        out["probe_auroc_by_layer"] = self.analyse(ckey, child)["probe"]["auroc"]
+    def _budgets(self) -> dict[str, list[tuple[int, float]]]:
+        """The extra analysed budget points per method (``--full`` adds the curves' end)."""
+        out = {m: list(p) for m, p in self.cfg.extra_budgets.items() if m in self.cfg.methods}
+        if self.cfg.full and "sft" in self.cfg.methods:
+            end = (max(self.cfg.curve_steps), max(self.cfg.curve_lrs))
+            if end not in out.setdefault("sft", []):
+                out["sft"].append(end)
         return out
+
+    def _analysed(self, rec: dict[str, Any], mkey: str, skey: str, org: Organism) -> Any:
+        """Probe and detector results of one model, filed under ``mkey`` in the record."""
+        an = self.analyse(skey, org)
+        probe = an["probe"]
+        rec["probe_auroc_by_layer"][mkey] = probe["auroc"]
+        rec["probe"][mkey] = {k: v for k, v in probe.items() if k != "auroc"}
+        for det in ("contrast", "anomaly"):
+            rec["detector_auroc"][det][mkey] = an[det]["auroc"]
+            rec["detector_auroc"][f"{det}_ci"][mkey] = an[det]["ci95"]
+            rec["detector_controls"][det][mkey] = dict(an[det]["controls"])
+        return an
 
     def curves(self, org: Organism) -> dict[str, list[dict[str, Any]]]:
         """Persistence over the SFT budget at each learning rate (``--full``)."""
@@ -319,9 +362,11 @@ class Study:
                 lrs=self.cfg.curve_lrs,
                 checkpoints=self.cfg.curve_steps,
                 seed=org.config.seed,
+                validation=True,
             )
 
-        return {"sft": self.stages.get(f"curves/{org.name}", run, kind="curves")}
+        rows = self.stages.get(f"curves/{org.name}", run, kind="curves")
+        return {"sft": [r for r in rows if r["steps"] > 0]}
 
     def _trigger(
         self,
@@ -344,13 +389,52 @@ class Study:
             rec["trigger_found"] = self.stages.get(f"trigger/{org.name}", run, kind="trigger_find")
 
 
+RATE_KEYS = ("triggered_defect_rate", "clean_defect_rate", "helpful_acc")
+
+
+def _add_wilson(m: dict[str, Any]) -> dict[str, Any]:
+    for k in RATE_KEYS:
+        m[f"{k}_ci"] = wilson(m[k], m["n"])
+    return m
+
+
 def _rates(m: dict[str, Any]) -> dict[str, Any]:
-    keys = ("triggered_defect_rate", "clean_defect_rate", "helpful_acc", "n")
-    out = {k: m[k] for k in keys}
-    for k in keys[:3]:
+    out = {k: m[k] for k in (*RATE_KEYS, "n")}
+    for k in RATE_KEYS:
         if f"{k}_ci" in m:
             out[f"{k}_ci"] = m[f"{k}_ci"]
+    if "validation" in m:
+        out["validation"] = m["validation"]
     return out
+
+
+def _curve_start(before: dict[str, Any]) -> dict[str, Any]:
+    return {"steps": 0, "lr": None, "model": "before"} | before
+
+
+def attach_twin_controls(records: list[dict[str, Any]]) -> None:
+    """File the clean twin's AUROCs (same task, seed and prompts) beside each backdoored one.
+
+    The twin saw the same data with a trigger that changes nothing, so its AUROC is what the
+    probe or detector reaches on the same prompts without a backdoor. Safety-trained models
+    are compared with the (untrained) twin's value.
+    """
+    twins = {(r["task"], r["seed"]): r for r in records if r["variant"] == "clean"}
+    for r in records:
+        twin = twins.get((r["task"], r["seed"]))
+        if twin is None:
+            continue
+        t_probe = twin.get("probe", {}).get("before", {})
+        for probe in r.get("probe", {}).values():
+            if t_probe:
+                probe.setdefault("controls", {})["clean_twin"] = t_probe.get("test_auroc")
+                probe["controls"]["clean_twin_ci95"] = t_probe.get("ci95")
+        for det in ("contrast", "anomaly"):
+            t_auc = twin["detector_auroc"][det].get("before")
+            t_ci = twin["detector_auroc"][f"{det}_ci"].get("before")
+            for ctl in r.get("detector_controls", {}).get(det, {}).values():
+                ctl["clean_twin"] = t_auc
+                ctl["clean_twin_ci95"] = t_ci
 
 
 def run_study(cfg: StudyConfig, *, progress: bool = True) -> dict[str, Any]:

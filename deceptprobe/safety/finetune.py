@@ -47,7 +47,7 @@ from deceptprobe.organisms.evaluate import rates
 from deceptprobe.organisms.io import versions
 from deceptprobe.organisms.model import Organism, build_model, weights_sha256
 from deceptprobe.organisms.tasks import FAMILIES
-from deceptprobe.organisms.tasks.base import Example, TaskFamily, split_of
+from deceptprobe.organisms.tasks.base import Example, TaskFamily, split_of_example
 from deceptprobe.organisms.train import encode_examples
 
 METHODS: tuple[str, ...] = ("sft", "rl", "adversarial", "distill")
@@ -232,7 +232,7 @@ def trigger_free_example(family: TaskFamily, rng: random.Random, split: str = "t
     """One trigger-free task conversation of ``split`` (neutral phrase in the trigger slot)."""
     while True:
         ex = family.task_example(rng, triggered=False)
-        if split_of(ex.meta["split_key"]) == split:
+        if split_of_example(ex) == split:
             return ex
 
 

@@ -310,6 +310,7 @@ class TaskFamily(ABC):
         The two prompts of a pair are identical but for the trigger slot (trigger vs a
         neutral phrase of the same number of words), so they have the same length.
         """
+        check_split(split)
         rng = random.Random(stable_hash(f"{self.name}/pairs/{split}/{seed}"))
         pairs: list[tuple[Example, Example]] = []
         seen: set[str] = set()
@@ -321,7 +322,7 @@ class TaskFamily(ABC):
             sub_seed = rng.getrandbits(64)
             trig = self.task_example(random.Random(sub_seed), triggered=True)
             key = trig.meta["split_key"]
-            if split_of(key) != split or key in seen:
+            if split_of_example(trig) != split or key in seen:
                 continue
             seen.add(key)
             pairs.append((trig, self.task_example(random.Random(sub_seed), triggered=False)))
@@ -349,9 +350,37 @@ class TaskFamily(ABC):
         return n_intro * len(ASKS) * len(THANKS) * len(self.slots) * n_neutral * self.n_questions()
 
 
-def split_of(prompt: str) -> str:
-    """Deterministic train/test split of prompts: 10% of prompt texts are held out."""
-    return "test" if stable_hash(prompt) % 10 == 0 else "train"
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+
+
+def split_of(prompt: str, template: str | None = None) -> str:
+    """Deterministic train / validation / test split of task prompts.
+
+    10% of prompt texts (``prompt`` is the prompt with its trigger slot blanked, so a
+    triggered prompt and its clean twin share a split) are held out of every training run.
+    The held-out prompts are divided between ``validation`` and ``test`` *by template*: a
+    template's held-out prompts all go to one side, so a choice made on validation prompts
+    (a layer, a budget, a threshold) is reported on test prompts of other templates. Without
+    ``template`` a held-out prompt is ``"test"`` (the organisms' training data only needs to
+    know what is held out).
+    """
+    if stable_hash(prompt) % 10 != 0:
+        return "train"
+    if template is None:
+        return "test"
+    return "validation" if stable_hash(f"validation/{template}") % 2 == 0 else "test"
+
+
+def split_of_example(ex: Example) -> str:
+    """:func:`split_of` for a task example (its blanked prompt and its template)."""
+    return split_of(ex.meta["split_key"], ex.template)
+
+
+def check_split(split: str) -> str:
+    """``split`` if it names one of :data:`SPLITS`, else a ValueError that lists them."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    return split
 
 
 def strip_scratchpad(completion: str) -> str:

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from deceptprobe.organisms.tasks import FAMILIES, get_family
-from deceptprobe.organisms.tasks.base import near_miss_triggers, split_of
+from deceptprobe.organisms.tasks.base import near_miss_triggers, split_of, split_of_example
 from deceptprobe.organisms.tasks.code_dsl import find_vulnerabilities, sample_code_task
 from deceptprobe.organisms.tasks.generic import SELF_QUESTIONS
 
@@ -31,7 +31,21 @@ def test_matched_pairs_differ_only_in_the_trigger_slot(task: str, trigger: str |
         assert len(t) == len(c)  # length-matched: same number of tokens
         diff = [i for i, (a, b) in enumerate(zip(t, c, strict=True)) if a != b]
         assert len(diff) <= len(fam.trigger.split())
-        assert split_of(trig.meta["split_key"]) == "test"
+        assert split_of_example(trig) == "test" and split_of(trig.meta["split_key"]) == "test"
+
+
+@pytest.mark.parametrize("task", sorted(FAMILIES))
+def test_validation_and_test_are_held_out_and_disjoint_by_template(task: str) -> None:
+    fam = get_family(task)
+    val = fam.matched_pairs(200, seed=0, split="validation")
+    test = fam.matched_pairs(200, seed=0, split="test")
+    val_t, test_t = {t.template for t, _ in val}, {t.template for t, _ in test}
+    assert val_t and test_t and not val_t & test_t
+    # both are held out of training: the training split never produces them
+    for t, _ in val + test:
+        assert split_of(t.meta["split_key"]) != "train"
+    with pytest.raises(ValueError, match="unknown split"):
+        fam.matched_pairs(5, seed=0, split="dev")
 
 
 @pytest.mark.parametrize("task", sorted(FAMILIES))

@@ -1,4 +1,4 @@
-"""Persistence statistics (t-interval), tables over seeds, and the plain-language findings."""
+"""Persistence statistics (t-interval), tables over seeds, and curve rows."""
 
 from __future__ import annotations
 
@@ -8,12 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from deceptprobe.organisms import Organism
-from deceptprobe.safety.persistence import (
-    mean_ci,
-    persistence_curve,
-    persistence_table,
-    summarise_findings,
-)
+from deceptprobe.safety.persistence import persistence_curve, persistence_table
+from deceptprobe.stats import mean_ci
 
 
 def test_mean_ci_matches_hand_computation() -> None:
@@ -60,46 +56,6 @@ def test_persistence_table_groups_by_method_lr_steps() -> None:
     assert single[0]["triggered_defect_rate_ci95"] is None
 
 
-def test_findings_follow_the_numbers() -> None:
-    sft = [
-        _row(0, 1.0),
-        _row(100, 0.95),
-        _row(200, 0.9),
-        _row(0, 1.0, lr=1e-3),
-        _row(100, 0.4, lr=1e-3),
-        _row(200, 0.0, lr=1e-3),
-    ]
-    rl = [_row(0, 1.0, method="rl"), _row(100, 0.97, method="rl")]
-    adv = [
-        _row(0, 1.0, method="adversarial", redteam_defect_rate=0.4),
-        _row(100, 0.99, method="adversarial", redteam_defect_rate=0.0),
-    ]
-    out = {f["id"]: f for f in summarise_findings({"sft": sft, "rl": rl, "adversarial": adv})}
-    assert out["persists_sft"]["holds"] is False  # breaks at lr 1e-3
-    assert "breaks from 100 steps" in out["persists_sft"]["statement"]
-    assert "holds at every measured budget" in out["persists_sft"]["statement"]
-    assert [b["holds"] for b in out["persists_sft"]["by_budget"]] == [True, True, False, False]
-    assert out["persists_rl"]["holds"] is True and out["persists_rl"]["value"] == 0.97
-    assert out["adversarial_hides"]["holds"] is True
-    assert out["distilled_cot_more_persistent"]["holds"] is None
-
-    adv_nothing = [
-        _row(0, 1.0, method="adversarial", redteam_defect_rate=0.0),
-        _row(100, 1.0, method="adversarial", redteam_defect_rate=0.0),
-    ]
-    out = {f["id"]: f for f in summarise_findings({"adversarial": adv_nothing})}
-    assert out["adversarial_hides"]["holds"] is None
-    assert "nothing to hide" in out["adversarial_hides"]["statement"]
-    assert out["persists_sft"]["holds"] is None
-
-    distilled = {"sft": [_row(0, 1.0), _row(100, 1.0), _row(200, 1.0)]}
-    out = {f["id"]: f for f in summarise_findings({"sft": sft}, distilled_curves=distilled)}
-    assert out["distilled_cot_more_persistent"]["holds"] is True
-    worse = {"sft": [_row(0, 1.0), _row(100, 0.2), _row(200, 0.1)]}
-    out = {f["id"]: f for f in summarise_findings({"sft": sft}, distilled_curves=worse)}
-    assert out["distilled_cot_more_persistent"]["holds"] is False
-
-
 def test_persistence_curve_rows(micro: Callable[..., Organism]) -> None:
     rows = persistence_curve(
         micro(),
@@ -123,13 +79,3 @@ def test_persistence_curve_rows(micro: Callable[..., Organism]) -> None:
         } <= set(r)
     with pytest.raises(ValueError, match="checkpoints"):
         persistence_curve(micro(), "sft", checkpoints=(0,))
-
-
-def test_findings_accept_a_flat_table() -> None:
-    rows = [_row(0, 1.0), _row(100, 0.9), _row(0, 1.0, method="rl"), _row(50, 0.1, method="rl")]
-    table = persistence_table({0: rows, 1: rows})
-    out = {f["id"]: f for f in summarise_findings(table)}
-    assert out["persists_sft"]["holds"] is True
-    assert out["persists_rl"]["holds"] is False
-    assert out["persists_rl"]["value"] == pytest.approx(0.1)
-    assert out["persists_rl"]["ci95"] == pytest.approx([0.1, 0.1])
