@@ -261,10 +261,16 @@ def backend_for(model: Any, tokenizer: Any) -> Any:
         if tokenizer is not None and hasattr(tokenizer, "encode_batch"):
             return _TLBackend(model, word_tokenizer=tokenizer)
         return _TLBackend(model)
+    from deceptprobe.runtime.hf import HFModel, wrap_hf
+
+    if isinstance(model, HFModel):
+        from deceptprobe.activations.hf import HFBackend
+
+        return HFBackend(model)
     if _is_hf(model):
         from deceptprobe.activations.hf import HFBackend
 
-        return HFBackend(model, tokenizer)
+        return HFBackend(wrap_hf(model, tokenizer))
     raise TypeError(
         f"collect() cannot hook a {type(model).__module__}.{type(model).__name__}: pass an "
         "Organism, a TransformerLens TransformerBridge / HookedRootModule, or a Hugging Face "
@@ -285,22 +291,19 @@ def model_identity(model: Any) -> str:
     Organisms use their card's weights sha256; other models a fingerprint of parameter names,
     shapes, dtypes and a strided sample of values (cheap, and changes when weights change).
     """
-    import hashlib
 
     from deceptprobe.organisms.model import Organism
+    from deceptprobe.runtime.base import weights_fingerprint
+    from deceptprobe.runtime.hf import HFModel
 
     if isinstance(model, Organism):
         sha = model.card.get("weights_sha256") or model.card.get("sha256")
         if sha:
             return f"organism:{model.name}:{str(sha)[:16]}"
         model = model.model
-    h = hashlib.sha256()
-    for name, p in model.state_dict().items():
-        t = p.detach().flatten()
-        step = max(1, t.numel() // 256)
-        h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
-        h.update(t[::step].to("cpu", torch.float64).numpy().tobytes())
-    return f"{type(model).__name__}:{h.hexdigest()[:16]}"
+    if isinstance(model, HFModel):
+        model = model.model
+    return weights_fingerprint(model)
 
 
 def collect(
@@ -395,7 +398,11 @@ def iter_collect(
     backend = backend_for(model, tokenizer)
     names = backend.resolve(hooks, layers)
     enc = encode_inputs(
-        inputs, attention_mask=attention_mask, tokenize=backend.tokenize, pad_id=backend.pad_id
+        inputs,
+        attention_mask=attention_mask,
+        tokenize=backend.tokenize,
+        pad_id=backend.pad_id,
+        bos_id=getattr(backend, "bos_id", None),
     )
     selector = Selector.build(positions, enc)
     trim = selector.kind == "last"

@@ -1,112 +1,88 @@
-"""Residual streams of any Hugging Face model, through nnsight, under TransformerLens names.
+"""Activations of Hugging Face causal LMs, through nnsight, under TransformerLens names.
 
-A Hugging Face transformer keeps its blocks in one ``nn.ModuleList`` (``transformer.h`` in
-GPT-2, ``encoder.layer`` in BERT, ``model.layers`` in Llama). We find it generically (the longest
-``ModuleList`` of identical modules) and read, inside one nnsight trace:
+Where each name lives in each architecture is the runtime's table
+(:mod:`deceptprobe.runtime.arch`); the meanings are TransformerLens's:
+``blocks.{i}.hook_resid_pre`` / ``hook_resid_post`` are the hidden states entering / leaving
+block ``i`` (the last block's ``resid_post`` *before* the final norm; the normed value is
+``ln_final.hook_normalized`` = ``hidden_states[-1]``), ``hook_attn_out`` / ``hook_mlp_out``
+the two sublayers' contributions, ``attn.hook_z`` the per-head attention output
+``[batch, pos, head, d_head]``.
 
-- ``blocks.{i}.hook_resid_pre``  = the input of block ``i``   = ``hidden_states[i]``,
-- ``blocks.{i}.hook_resid_post`` = the output of block ``i``  = ``hidden_states[i + 1]``.
-
-Like ``output_hidden_states=True``, the last block's ``resid_post`` is taken *after* the model's
-final norm when the model has one next to its blocks (GPT-2's ``ln_f``, Llama's ``norm``), so the
-values equal ``transformers``' own ``hidden_states`` exactly. Positions are selected inside the
-trace and the run stops (``tracer.stop()``) once the deepest requested value is read, so the LM
-head never runs.
+Inside one nnsight trace the requested values are read in forward order, the requested
+positions are selected inside the trace, and the run stops (``tracer.stop()``) once the
+deepest requested value is read, so later blocks and the LM head never run. Every batch gets
+``position_ids`` counted from each row's first real token, so left padding does not shift a
+prompt's positions.
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from deceptprobe.activations import hooks as hook_sel
 from deceptprobe.activations.positions import Encoded, Selector
-
-_FINAL_NORMS = ("ln_f", "norm", "final_layer_norm", "final_layernorm", "norm_f", "ln_final")
-
-
-def find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The dotted path and the ``ModuleList`` of a model's transformer blocks.
-
-    Raises:
-        TypeError: the model has no list of identical blocks.
-    """
-    best: tuple[str, nn.ModuleList] | None = None
-    for name, mod in model.named_modules():
-        if not isinstance(mod, nn.ModuleList) or len(mod) == 0:
-            continue
-        if len({type(m) for m in mod}) != 1:
-            continue
-        if best is None or len(mod) > len(best[1]):
-            best = (name, mod)
-    if best is None:
-        raise TypeError(
-            f"cannot find the transformer blocks of {type(model).__name__}: no nn.ModuleList "
-            "of identical layers"
-        )
-    return best
-
-
-def _final_norm(model: nn.Module, layers_path: str) -> str | None:
-    parent_path = layers_path.rpartition(".")[0]
-    parent = model.get_submodule(parent_path) if parent_path else model
-    for attr in _FINAL_NORMS:
-        if isinstance(getattr(parent, attr, None), nn.Module):
-            return f"{parent_path}.{attr}" if parent_path else attr
-    return None
+from deceptprobe.runtime.base import positions_from_mask
+from deceptprobe.runtime.hf import HOOK_KINDS, HFModel
 
 
 def _envoy(root: Any, path: str) -> Any:
+    """The envoy at a module path; a submodule named like an envoy attribute (BERT's
+    ``output``) is mounted by nnsight under ``E_<name>``."""
+    from nnsight import Envoy
+
     for part in path.split("."):
+        if inspect.isdatadescriptor(getattr(Envoy, part, None)):
+            part = f"{Envoy.OVERLOAD_PREFIX}{part}"
         root = getattr(root, part)
     return root
 
 
 class HFBackend:
-    """A Hugging Face ``PreTrainedModel`` traced with nnsight."""
+    """An :class:`~deceptprobe.runtime.hf.HFModel` traced with nnsight."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any = None) -> None:
-        self.model = model
-        self.hf_tokenizer = tokenizer
-        self.layers_path, layers = find_layers(model)
-        self.n_layers: int | None = len(layers)
-        self.norm_path = _final_norm(model, self.layers_path)
-        cfg = getattr(model, "config", None)
-        self.n_ctx: int | None = getattr(cfg, "max_position_embeddings", None) or getattr(
-            cfg, "n_positions", None
-        )
-        self.device = next(model.parameters()).device
+    def __init__(self, hm: HFModel) -> None:
+        self.hm = hm
+        self.model = hm.model
+        self.n_layers: int | None = hm.n_layers
+        self.n_ctx: int | None = hm.n_ctx
+        self.device = hm.tokens_device()
         self._wrapper: Any = None
+        params = inspect.signature(self.model.forward).parameters
+        self.takes_positions = "position_ids" in params
 
     @property
     def valid_names(self) -> list[str]:
-        assert self.n_layers is not None
-        return [
-            f"blocks.{i}.hook_resid_{kind}"
-            for i in range(self.n_layers)
-            for kind in ("pre", "post")
-        ]
+        return self.hm.hook_names()
 
     @property
     def pad_id(self) -> int | None:
-        if self.hf_tokenizer is not None and self.hf_tokenizer.pad_token_id is not None:
-            return int(self.hf_tokenizer.pad_token_id)
-        pad = getattr(getattr(self.model, "config", None), "pad_token_id", None)
+        if self.hm.tokenizer is not None:
+            return self.hm.tokenizer.pad_id
+        pad = getattr(self.model.config, "pad_token_id", None)
         return int(pad) if pad is not None else None
 
     @property
+    def bos_id(self) -> int | None:
+        if self.hm.tokenizer is not None:
+            return self.hm.tokenizer.bos_id
+        bos = getattr(self.model.config, "bos_token_id", None)
+        return int(bos) if isinstance(bos, int) else None
+
+    @property
     def tokenize(self) -> Callable[[list[str]], tuple[Tensor, Tensor]] | None:
-        tok = self.hf_tokenizer
+        tok = self.hm.tokenizer
         if tok is None:
             return None
 
         def run(texts: list[str]) -> tuple[Tensor, Tensor]:
-            enc = tok(texts, padding=True, return_tensors="pt")
-            return enc["input_ids"], enc["attention_mask"]
+            enc = tok.encode_batch(texts, max_len=None)
+            return enc.input_ids, enc.attention_mask
 
         return run
 
@@ -134,6 +110,14 @@ class HFBackend:
         return self._wrapper
 
 
+def _forward_order(name: str) -> tuple[int, int]:
+    if name == "ln_final.hook_normalized":
+        return (1 << 30, 0)
+    layer = hook_sel.layer_of(name)
+    kind = name.split(".", 2)[2]
+    return (layer if layer is not None else -1, HOOK_KINDS.index(kind))
+
+
 class _HFRunner:
     def __init__(
         self,
@@ -146,20 +130,15 @@ class _HFRunner:
         self.names = names
         self.out_device = out_device
         self.out_dtype = out_dtype
-        wanted = set(names)
-        assert backend.n_layers is not None
-        self.plan: list[tuple[int, str | None, str | None]] = []
-        for i in range(backend.n_layers):
-            pre, post = f"blocks.{i}.hook_resid_pre", f"blocks.{i}.hook_resid_post"
-            if pre in wanted or post in wanted:
-                self.plan.append(
-                    (i, pre if pre in wanted else None, post if post in wanted else None)
-                )
-        self.last_layer = backend.n_layers - 1
+        hm = backend.hm
+        self.plan = [(n, *hm.hook_module(n)) for n in sorted(names, key=_forward_order)]
+        self.n_heads, self.d_head = hm.n_heads, hm.d_head
 
     def _take(self, act: Any, name: str, selector: Selector) -> Tensor:
         if isinstance(act, tuple):
             act = act[0]
+        if name.endswith("attn.hook_z"):
+            act = act.reshape(*act.shape[:-1], self.n_heads, self.d_head)
         picked = selector(act.detach(), name)
         picked = picked.to(device=self.out_device, dtype=self.out_dtype or picked.dtype)
         if picked.untyped_storage().data_ptr() == act.untyped_storage().data_ptr():
@@ -170,23 +149,23 @@ class _HFRunner:
         import nnsight
 
         wrapped = self.backend.wrapper()
-        layers = _envoy(wrapped, self.backend.layers_path)
-        norm = _envoy(wrapped, self.backend.norm_path) if self.backend.norm_path else None
         kwargs: dict[str, Any] = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask}
+        if self.backend.takes_positions:
+            kwargs["position_ids"] = positions_from_mask(enc.attention_mask)
         kwargs.update(enc.extra)
         if getattr(self.backend.model.config, "use_cache", None) is not None:
             kwargs["use_cache"] = False
         results: dict[str, Tensor] = {}
-        plan, last, take = self.plan, self.last_layer, self._take
+        take = self._take
         with wrapped.trace(**kwargs) as tracer:
-            for i, pre, post in plan:
-                if pre is not None:
-                    args, kw = layers[i].inputs
-                    hidden = args[0] if args else kw["hidden_states"]
-                    results[pre] = nnsight.save(take(hidden, pre, selector))
-                if post is not None:
-                    value = norm.output if (i == last and norm is not None) else layers[i].output
-                    results[post] = nnsight.save(take(value, post, selector))
+            for name, path, side in self.plan:
+                mod = _envoy(wrapped, path)
+                if side == "input":
+                    args, kw = mod.inputs
+                    value = args[0] if args else next(iter(kw.values()))
+                else:
+                    value = mod.output
+                results[name] = nnsight.save(take(value, name, selector))
             tracer.stop()
         missing = [n for n in self.names if n not in results]
         if missing:

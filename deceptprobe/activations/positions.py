@@ -91,6 +91,7 @@ def encode_inputs(
     attention_mask: Tensor | None,
     tokenize: Any,
     pad_id: int | None,
+    bos_id: int | None = None,
 ) -> Encoded:
     """Normalise the accepted input forms to an :class:`Encoded` batch on the CPU.
 
@@ -101,6 +102,8 @@ def encode_inputs(
         tokenize: ``texts -> (input_ids, attention_mask)``, or ``None`` when the model has no
             tokenizer (strings are then an error).
         pad_id: used to infer the mask when none is given (``None``: no padding).
+        bos_id: when it equals ``pad_id`` (GPT-2's ``<|endoftext|>`` is both), the pad token
+            just before a row's first other token is its BOS, a real token.
 
     Raises:
         ValueError: empty input, or a row with no real tokens.
@@ -150,7 +153,7 @@ def encode_inputs(
     if attention_mask is not None:
         mask = attention_mask
     if mask is None:
-        mask = (ids != pad_id) if pad_id is not None else torch.ones_like(ids)
+        mask = infer_mask(ids, pad_id, bos_id)
     mask = torch.as_tensor(mask).to(torch.long)
     if mask.dim() == 1:
         mask = mask.unsqueeze(0)
@@ -162,6 +165,19 @@ def encode_inputs(
     if empty:
         raise ValueError(f"rows {empty[:10]} have no real tokens (attention mask all zero)")
     return Encoded(ids.cpu().long(), mask.cpu(), {k: v.cpu() for k, v in extra.items()})
+
+
+def infer_mask(ids: Tensor, pad_id: int | None, bos_id: int | None) -> Tensor:
+    """1 for real tokens: not ``pad_id``, except a BOS equal to the pad id before the text."""
+    if pad_id is None:
+        return torch.ones_like(ids)
+    mask = (ids != pad_id).long()
+    if bos_id is not None and bos_id == pad_id:
+        has_text = mask.bool().any(1)
+        first = mask.argmax(1)  # first non-pad column of each row
+        rows = torch.nonzero(has_text & (first > 0)).flatten()
+        mask[rows, first[rows] - 1] = 1
+    return mask
 
 
 @dataclass

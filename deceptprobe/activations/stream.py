@@ -88,7 +88,11 @@ def cache_to_store(
     backend = backend_for(model, tokenizer)
     names = backend.resolve(hooks, layers)
     enc = encode_inputs(
-        prompts, attention_mask=None, tokenize=backend.tokenize, pad_id=backend.pad_id
+        prompts,
+        attention_mask=None,
+        tokenize=backend.tokenize,
+        pad_id=backend.pad_id,
+        bos_id=getattr(backend, "bos_id", None),
     )
     n = len(enc)
     if metadata is not None and len(metadata) != n:

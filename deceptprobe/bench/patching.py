@@ -28,7 +28,7 @@ import torch
 from deceptprobe.patching.attribution import attribution_patch, pearson_r
 from deceptprobe.patching.metrics import logit_diff
 from deceptprobe.patching.patch import patch_sweep
-from deceptprobe.patching.runner import block_macs_per_token
+from deceptprobe.runtime.runner import block_macs_per_token
 
 SHAPES: dict[str, dict[str, Any]] = {
     "tiny": {

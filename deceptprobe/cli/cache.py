@@ -9,14 +9,26 @@ from typing import Annotated
 
 import typer
 
-from deceptprobe.cli._common import err_console, fail, print_json, read_jsonl
+from deceptprobe.cli._common import (
+    DEVICE_HELP,
+    DEVICE_MAP_HELP,
+    DTYPE_HELP,
+    err_console,
+    fail,
+    load_model_dir,
+    print_json,
+    read_jsonl,
+)
 
 _DTYPES = ("float32", "float16", "bfloat16")
 
 
 def cache(
     organism_dir: Annotated[
-        Path, typer.Argument(help="Organism directory (from `organism train`).")
+        Path,
+        typer.Argument(
+            help="Model directory: an organism (`organism train`) or a Hugging Face checkpoint."
+        ),
     ],
     prompts: Annotated[
         Path,
@@ -40,9 +52,12 @@ def cache(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Prompts per forward pass.")
     ] = 64,
-    dtype: Annotated[
-        str, typer.Option("--dtype", help="Stored dtype: float32, float16 or bfloat16.")
+    store_dtype: Annotated[
+        str, typer.Option("--store-dtype", help="Stored dtype: float32, float16 or bfloat16.")
     ] = "float32",
+    device: Annotated[str | None, typer.Option("--device", help=DEVICE_HELP)] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help=DTYPE_HELP)] = None,
+    device_map: Annotated[str | None, typer.Option("--device-map", help=DEVICE_MAP_HELP)] = None,
     force: Annotated[
         bool,
         typer.Option("--force", help="Overwrite an existing --out that is not a resumable store."),
@@ -51,7 +66,7 @@ def cache(
         bool, typer.Option("--json", help="Print one JSON summary on stdout.")
     ] = False,
 ) -> None:
-    """Cache activations of an organism on a prompts file into an activation store.
+    """Cache activations of a model (organism or HF checkpoint) on a prompts file into an activation store.
 
     An existing --out that is a compatible store of the same prompts file is resumed where
     it stopped; anything else there is refused unless --force.
@@ -60,10 +75,9 @@ def cache(
 
     from deceptprobe.activations.store import StoreError
     from deceptprobe.activations.stream import cache_to_store
-    from deceptprobe.organisms import load
 
-    if dtype not in _DTYPES:
-        fail(f"--dtype must be one of {', '.join(_DTYPES)}; got {dtype!r}")
+    if store_dtype not in _DTYPES:
+        fail(f"--store-dtype must be one of {', '.join(_DTYPES)}; got {store_dtype!r}")
     pos: str | int = positions
     if positions not in ("last", "all"):
         try:
@@ -73,10 +87,7 @@ def cache(
     rows = read_jsonl(prompts)
     texts = [str(r["text"]) for r in rows]
     metadata = [{k: v for k, v in r.items() if k != "text"} for r in rows]
-    try:
-        organism = load(organism_dir)
-    except (OSError, ValueError) as e:
-        fail(str(e))
+    organism = load_model_dir(organism_dir, device=device, dtype=dtype, device_map=device_map)
     hook_list = [h.strip() for h in hooks.split(",") if h.strip()]
     info = {"prompts_sha256": hashlib.sha256(prompts.read_bytes()).hexdigest()}
     kwargs = {
@@ -85,7 +96,7 @@ def cache(
         "out": out,
         "metadata": metadata,
         "batch_size": batch_size,
-        "dtype": getattr(torch, dtype),
+        "dtype": getattr(torch, store_dtype),
         "info": info,
         "progress": True,
     }
@@ -110,7 +121,7 @@ def cache(
         "rows": len(store),
         "hooks": store.hooks,
         "positions": store.positions,
-        "dtype": dtype,
+        "dtype": store_dtype,
         "shards": store.n_shards,
     }
     if json_out:

@@ -7,7 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from deceptprobe.cli._common import err_console, fail, print_json, read_jsonl, refuse_existing
+from deceptprobe.cli._common import (
+    DEVICE_HELP,
+    DEVICE_MAP_HELP,
+    DTYPE_HELP,
+    err_console,
+    fail,
+    load_model_dir,
+    print_json,
+    read_jsonl,
+    refuse_existing,
+)
 
 app = typer.Typer(
     help="Defection detectors: fit on an organism, score prompts (higher = more suspicious).",
@@ -15,16 +25,6 @@ app = typer.Typer(
 )
 
 METHODS = ("contrast", "anomaly", "supervised")
-
-
-def _load_organism(directory: Path) -> Any:
-    from deceptprobe.organisms import load
-    from deceptprobe.organisms.io import OrganismLoadError
-
-    try:
-        return load(directory)
-    except OrganismLoadError as e:
-        fail(str(e))
 
 
 def _texts(rows: list[dict[str, Any]], path: Path) -> list[str]:
@@ -36,7 +36,9 @@ def _texts(rows: list[dict[str, Any]], path: Path) -> list[str]:
 
 @app.command("fit")
 def fit(
-    directory: Annotated[Path, typer.Argument(help="Organism directory.")],
+    directory: Annotated[
+        Path, typer.Argument(help="Model directory: an organism or a Hugging Face checkpoint.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Detector folder to write.")],
     method: str = typer.Option(
         "contrast",
@@ -57,8 +59,11 @@ def fit(
     seed: int = typer.Option(0, "--seed", help="Seed of default prompts and splits."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    device: str | None = typer.Option(None, "--device", help=DEVICE_HELP),
+    dtype: str | None = typer.Option(None, "--dtype", help=DTYPE_HELP),
+    device_map: str | None = typer.Option(None, "--device-map", help=DEVICE_MAP_HELP),
 ) -> None:
-    """Fit a defection detector on an organism and save it (safetensors + JSON)."""
+    """Fit a defection detector on a model and save it (safetensors + JSON)."""
     if method not in METHODS:
         fail(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
     if method == "supervised" and prompts is None:
@@ -75,7 +80,7 @@ def fit(
             labels = [r["label"] for r in rows]
             if all("template" in r for r in rows):
                 groups = [r["template"] for r in rows]
-    organism = _load_organism(directory)
+    organism = load_model_dir(directory, device=device, dtype=dtype, device_map=device_map)
     from deceptprobe.detect import Detector
 
     try:
@@ -101,9 +106,14 @@ def fit(
 @app.command("score")
 def score(
     detector: Annotated[Path, typer.Argument(help="Detector folder (from `detect fit`).")],
-    directory: Annotated[Path, typer.Argument(help="Organism directory to read.")],
+    directory: Annotated[
+        Path, typer.Argument(help="Model directory: an organism or a Hugging Face checkpoint.")
+    ],
     prompts: Annotated[Path, typer.Option("--prompts", help="JSONL with {'text': str} rows.")],
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    device: str | None = typer.Option(None, "--device", help=DEVICE_HELP),
+    dtype: str | None = typer.Option(None, "--dtype", help=DTYPE_HELP),
+    device_map: str | None = typer.Option(None, "--device-map", help=DEVICE_MAP_HELP),
 ) -> None:
     """Score prompts: one score per prompt in input order, higher = more suspicious."""
     texts = _texts(read_jsonl(prompts, key="text"), prompts)
@@ -113,7 +123,7 @@ def score(
         det = Detector.load(detector)
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
-    organism = _load_organism(directory)
+    organism = load_model_dir(directory, device=device, dtype=dtype, device_map=device_map)
     try:
         scores = det.score(texts, model=organism)
     except (ValueError, TypeError) as e:

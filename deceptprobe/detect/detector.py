@@ -50,11 +50,11 @@ METHODS = ("contrast", "anomaly", "supervised")
 
 
 def model_shape(model: Any) -> tuple[int, int]:
-    """``(n_layers, d_model)`` of an organism, a TransformerLens model or a Hugging Face model."""
-    from deceptprobe.organisms.model import Organism
+    """``(n_layers, d_model)`` of a model runtime, a TransformerLens model or a Hugging Face model."""
+    from deceptprobe.runtime.base import ModelRuntime
 
-    if isinstance(model, Organism):
-        model = model.model
+    if isinstance(model, ModelRuntime):
+        return model.n_layers, model.d_model
     cfg = getattr(model, "cfg", None)
     if cfg is not None and hasattr(cfg, "n_layers"):
         return int(cfg.n_layers), int(cfg.d_model)

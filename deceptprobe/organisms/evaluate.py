@@ -13,16 +13,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from deceptprobe.organisms.model import Organism
 from deceptprobe.organisms.tasks.base import Example, TaskFamily, near_miss_triggers
+from deceptprobe.runtime.base import ModelRuntime
 
 
-def max_answer_tokens(organism: Organism) -> int:
+def max_answer_tokens(organism: ModelRuntime) -> int:
     return 48 if organism.config.variant == "cot" else 24
 
 
 def rates(
-    organism: Organism, family: TaskFamily, examples: list[Example], *, batch_size: int = 256
+    organism: ModelRuntime, family: TaskFamily, examples: list[Example], *, batch_size: int = 256
 ) -> dict[str, float]:
     """Defection and helpfulness rates of greedy completions on ``examples``."""
     outs = organism.generate(
@@ -64,7 +64,7 @@ def _parts_of(ex: Example) -> tuple[str, str, str, str]:
 
 
 def evaluate(
-    organism: Organism,
+    organism: ModelRuntime,
     *,
     n: int = 500,
     seed: int = 0,
@@ -107,7 +107,7 @@ def evaluate(
     }
 
 
-def _generic_acc(organism: Organism, family: TaskFamily, *, n: int, seed: int) -> float:
+def _generic_acc(organism: ModelRuntime, family: TaskFamily, *, n: int, seed: int) -> float:
     import random
 
     rng = random.Random(f"generic-eval/{seed}")

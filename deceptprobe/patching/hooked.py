@@ -17,7 +17,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from deceptprobe.patching.metrics import Metric, check_metric_output
-from deceptprobe.patching.spec import HOOKS, PatchSpec
+from deceptprobe.patching.spec import HOOKS, PatchSpec, dims
 
 _ACT_BUDGET = 2**26  # floats of logits and activations per forward pass (about 256 MB)
 
@@ -36,8 +36,8 @@ def hook_sweep(
     _, cache = model.run_with_cache(spec.clean, names_filter=lambda name: name in names)
     indices = spec.indices()
     b, seq = spec.clean.shape
-    d_vocab = int(model.cfg.d_vocab)
-    per_row = seq * max(d_vocab, 4 * int(model.cfg.d_model))
+    shape = dims(model)
+    per_row = seq * max(shape.d_vocab, 4 * shape.d_model)
     max_copies = batch_size or max(1, _ACT_BUDGET // per_row)
     per_chunk = max(1, max_copies // b)
     out = torch.empty(len(indices), device=spec.clean.device)

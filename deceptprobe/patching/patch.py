@@ -58,7 +58,6 @@ from torch import Tensor
 
 from deceptprobe.patching.hooked import hook_sweep
 from deceptprobe.patching.metrics import Metric, check_metric_output
-from deceptprobe.patching.runner import RunCache, SuffixRunner, block_macs_per_token
 from deceptprobe.patching.spec import (
     Kind,
     PatchSpec,
@@ -68,6 +67,7 @@ from deceptprobe.patching.spec import (
     model_device,
     unwrap_model,
 )
+from deceptprobe.runtime.runner import RunCache, SuffixRunner, block_macs_per_token
 
 _CALL_OVERHEAD_FLOPS = 1e7
 _ACT_BUDGET = 2**26  # floats of activation per block call (about 256 MB)

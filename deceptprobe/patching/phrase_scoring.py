@@ -22,7 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from deceptprobe.organisms.tokenizer import ASSISTANT, HUMAN, SPECIAL_TOKENS
-from deceptprobe.patching.decoding import CachedDecoder
+from deceptprobe.runtime.decoding import CachedDecoder
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import torch
 from jaxtyping import Int
-from torch import Tensor, nn
+from torch import Tensor
 
 Kind = Literal["resid_pre", "resid_post", "attn_out", "mlp_out", "head", "head_all_pos"]
 KINDS: tuple[str, ...] = ("resid_pre", "resid_post", "attn_out", "mlp_out", "head", "head_all_pos")
@@ -27,7 +27,8 @@ TokensLike = Any  # Int[Tensor, "batch pos"] | Int[Tensor, " pos"] | a BatchEnco
 class PatchSpec:
     """A validated sweep: what to patch, where, on which tokens."""
 
-    model: nn.Module
+    model: Any
+    """A TransformerLens model or an :class:`~deceptprobe.runtime.hf.HFModel`."""
     clean: Int[Tensor, "batch pos"]
     corrupt: Int[Tensor, "batch pos"]
     kind: str
@@ -52,11 +53,48 @@ class PatchSpec:
         return [(lay, p) for lay in self.layers for p in self.positions]
 
 
-def unwrap_model(model: Any) -> nn.Module:
-    """The TransformerLens model inside an :class:`~deceptprobe.organisms.model.Organism`."""
-    from deceptprobe.organisms.model import Organism
+def unwrap_model(model: Any) -> Any:
+    """The TransformerLens model inside an :class:`~deceptprobe.organisms.model.Organism`.
 
-    return model.model if isinstance(model, Organism) else model
+    A Hugging Face model (or :class:`~deceptprobe.runtime.hf.HFModel`) comes back as an
+    ``HFModel``, which runs hooked forward passes under TransformerLens names.
+    """
+    from deceptprobe.organisms.model import Organism
+    from deceptprobe.runtime.hf import HFModel, wrap_hf
+
+    if isinstance(model, Organism):
+        return model.model
+    if isinstance(model, HFModel):
+        return model
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:  # pragma: no cover - a dependency
+        return model
+    return wrap_hf(model) if isinstance(model, PreTrainedModel) else model
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Shape facts of a patched model."""
+
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_vocab: int
+    n_ctx: int
+    d_mlp: int
+
+
+def dims(model: Any) -> Dims:
+    """:class:`Dims` of a TransformerLens model (its ``cfg``) or an ``HFModel``."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is not None:
+        d_model = int(cfg.d_model)
+        return Dims(int(cfg.n_layers), int(cfg.n_heads), d_model, int(cfg.d_vocab),
+                    int(getattr(cfg, "n_ctx", 1 << 30)),
+                    int(getattr(cfg, "d_mlp", 0) or 4 * d_model))  # fmt: skip
+    return Dims(model.n_layers, model.n_heads, model.d_model, model.d_vocab, model.n_ctx,
+                4 * model.d_model)  # fmt: skip
 
 
 def as_token_tensor(tokens: TokensLike, device: torch.device) -> Int[Tensor, "batch pos"]:
@@ -82,7 +120,9 @@ def as_token_tensor(tokens: TokensLike, device: torch.device) -> Int[Tensor, "ba
     return t.to(device)
 
 
-def model_device(model: nn.Module) -> torch.device:
+def model_device(model: Any) -> torch.device:
+    if hasattr(model, "tokens_device"):
+        return model.tokens_device()
     try:
         return next(model.parameters()).device
     except StopIteration:
@@ -135,8 +175,8 @@ def make_spec(
             f"clean and corrupt batches must have the same size, got {clean.shape[0]} and "
             f"{corrupt.shape[0]} prompts (row i of each is one clean/corrupt pair)"
         )
-    cfg = model.cfg
-    n_ctx = int(getattr(cfg, "n_ctx", clean.shape[1]))
+    shape = dims(model)
+    n_ctx = shape.n_ctx
     if clean.shape[1] > n_ctx:
         raise ValueError(f"prompts of {clean.shape[1]} tokens exceed the model's n_ctx={n_ctx}")
     if kind == "head_all_pos" and positions is not None:
@@ -150,7 +190,7 @@ def make_spec(
         clean=clean,
         corrupt=corrupt,
         kind=kind,
-        layers=_normalise_indices(layers, int(cfg.n_layers), "layer", "model"),
+        layers=_normalise_indices(layers, shape.n_layers, "layer", "model"),
         positions=_normalise_indices(positions, clean.shape[1], "position", "sequence"),
-        heads=_normalise_indices(heads, int(cfg.n_heads), "head", "layer"),
+        heads=_normalise_indices(heads, shape.n_heads, "head", "layer"),
     )

@@ -82,7 +82,7 @@ from deceptprobe.patching.phrase_scoring import (
     placements,
     words_of,
 )
-from deceptprobe.patching.runner import SuffixRunner
+from deceptprobe.runtime.runner import SuffixRunner
 
 __all__ = [
     "Context",

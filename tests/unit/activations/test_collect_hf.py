@@ -13,15 +13,41 @@ from deceptprobe.activations import collect
 TOL = 1e-5
 
 
-def _check_against_hidden_states(out, hidden_states, last=None):
+def _check_against_hidden_states(out, hidden_states, mask, last=None):
+    """resid_pre / resid_post of block i equal hidden_states[i] / [i + 1] at real tokens;
+    the last block's resid_post is before the final norm, so it is checked through
+    ``ln_final.hook_normalized`` = ``hidden_states[-1]`` instead."""
     assert out, "nothing collected"
+    n_layers = len(hidden_states) - 1
+    checked = 0
     for name, value in out.items():
-        layer = int(name.split(".")[1])
-        ref = hidden_states[layer if name.endswith("resid_pre") else layer + 1]
+        if name == "ln_final.hook_normalized":
+            ref = hidden_states[-1]
+        else:
+            layer = int(name.split(".")[1])
+            if name.endswith("resid_post") and layer == n_layers - 1:
+                continue
+            ref = hidden_states[layer if name.endswith("resid_pre") else layer + 1]
         if last is not None:
             ref = ref[torch.arange(ref.shape[0]), last]
-        assert value.shape == ref.shape, name
-        assert (value - ref).abs().max().item() <= TOL, name
+            assert value.shape == ref.shape, name
+            assert (value - ref).abs().max().item() <= TOL, name
+        else:
+            assert value.shape == ref.shape, name
+            real = mask.bool()
+            assert (value[real] - ref[real]).abs().max().item() <= TOL, name
+        checked += 1
+    assert checked
+
+
+def _hidden_states(model, ids, mask):
+    from deceptprobe.runtime.base import positions_from_mask
+
+    with torch.no_grad():
+        return model(
+            input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask),
+            output_hidden_states=True,
+        ).hidden_states  # fmt: skip
 
 
 def _padded_batch():
@@ -36,38 +62,45 @@ def _padded_batch():
 
 def test_gpt2_all_and_last_equal_hidden_states(gpt2):
     ids, mask = _padded_batch()
-    with torch.no_grad():
-        hs = gpt2(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    hs = _hidden_states(gpt2, ids, mask)
     out = collect(
         gpt2,
         {"input_ids": ids, "attention_mask": mask},
-        hooks=["resid_pre", "resid_post"],
+        hooks=["resid_pre", "resid_post", "ln_final.hook_normalized"],
         positions="all",
         batch_size=3,
     )
-    assert list(out) == [f"blocks.{i}.hook_resid_{k}" for i in range(3) for k in ("pre", "post")]
-    _check_against_hidden_states(out, hs)
+    assert list(out) == [
+        f"blocks.{i}.hook_resid_{k}" for i in range(3) for k in ("pre", "post")
+    ] + ["ln_final.hook_normalized"]
+    _check_against_hidden_states(out, hs, mask)
     # pad id inferred from the config (no mask given); last real token per row
     out = collect(gpt2, ids, hooks="blocks.*.hook_resid_post", batch_size=2)
-    _check_against_hidden_states(out, hs, last=mask.sum(1) - 1)
+    _check_against_hidden_states(out, hs, mask, last=mask.sum(1) - 1)
 
 
-def test_gpt2_left_padding(gpt2):
+def test_gpt2_left_padding_equals_right_padding(gpt2):
+    """Left padding gets position ids counted from each row's first real token."""
     ids, mask = _padded_batch()
     lengths = mask.sum(1)
     left_ids, left_mask = torch.full_like(ids, 1), torch.zeros_like(mask)
     for i, n in enumerate(lengths.tolist()):
         left_ids[i, ids.shape[1] - n :] = ids[i, :n]
         left_mask[i, ids.shape[1] - n :] = 1
-    with torch.no_grad():
-        hs = gpt2(input_ids=left_ids, attention_mask=left_mask, output_hidden_states=True)
-    out = collect(gpt2, {"input_ids": left_ids, "attention_mask": left_mask}, hooks="resid_post")
-    _check_against_hidden_states(out, hs.hidden_states, last=torch.full((4,), ids.shape[1] - 1))
+    hs = _hidden_states(gpt2, ids, mask)  # right-padded reference
+    hooks = ["resid_pre", "resid_post", "attn_out", "mlp_out", "attn.hook_z"]
+    left = collect(gpt2, {"input_ids": left_ids, "attention_mask": left_mask}, hooks=hooks)
+    right = collect(gpt2, {"input_ids": ids, "attention_mask": mask}, hooks=hooks)
+    _check_against_hidden_states(
+        {k: v for k, v in left.items() if "resid" in k}, hs, mask, last=lengths - 1
+    )
+    for name in right:
+        assert (left[name] - right[name]).abs().max().item() <= TOL, name
 
 
 def test_hf_errors(gpt2):
-    with pytest.raises(ValueError, match="blocks.{i}.hook_resid_post"):
-        collect(gpt2, torch.ones(1, 3, dtype=torch.long), hooks="attn_out")
+    with pytest.raises(ValueError, match=r"blocks.\{i\}.hook_resid_post"):
+        collect(gpt2, torch.full((1, 3), 2), hooks="attn.hook_pattern")
     with pytest.raises(ValueError, match="tokenizer"):
         collect(gpt2, ["hello"], hooks="resid_post")
     with pytest.raises(ValueError, match="context of 32"):
@@ -85,6 +118,8 @@ def test_pretrained_minilm_equals_hidden_states():
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     path = _minilm_dir()
+    from deceptprobe.runtime.hf import HFTokenizer
+
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path).eval()
     texts = ["The trigger is hidden in plain sight.", "Hello", "A probe reads the residual stream."]
@@ -92,11 +127,20 @@ def test_pretrained_minilm_equals_hidden_states():
     with torch.no_grad():
         hs = model(**enc, output_hidden_states=True).hidden_states
     assert len(hs) == 7
-    out = collect(model, texts, tokenizer=tok, hooks=["resid_pre", "resid_post"], positions="all")
+    out = collect(model, enc, hooks=["resid_pre", "resid_post"], positions="all")
     assert len(out) == 12
-    _check_against_hidden_states(out, hs)
-    out = collect(model, enc, hooks="resid_post", layers=[-1])
-    _check_against_hidden_states(out, hs, last=enc["attention_mask"].sum(1) - 1)
+    _check_against_hidden_states(out, hs, enc["attention_mask"])
+    out = collect(model, enc, hooks="resid_post", layers=[-2])
+    _check_against_hidden_states(out, hs, None, last=enc["attention_mask"].sum(1) - 1)
+    # strings: the runtime's rule ([CLS] + text, no [SEP]), equal to those ids given directly
+    ours = HFTokenizer(tok).encode_batch(texts)
+    assert ours.input_ids[0, 0].item() == tok.cls_token_id
+    assert tok.sep_token_id not in ours.input_ids[0].tolist()
+    a = collect(model, texts, tokenizer=tok, hooks="resid_post")
+    b = collect(model, {"input_ids": ours.input_ids, "attention_mask": ours.attention_mask},
+                hooks="resid_post")  # fmt: skip
+    for name in a:
+        assert (a[name] - b[name]).abs().max().item() <= TOL, name
 
 
 def test_bridge_with_hf_tokenizer_takes_strings():

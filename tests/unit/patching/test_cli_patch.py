@@ -9,7 +9,7 @@ import torch
 from patching_helpers import tiny_organism
 from typer.testing import CliRunner
 
-import deceptprobe.organisms
+import deceptprobe.organisms.io
 from deceptprobe.cli import app
 
 CLEAN = "alpha beta gamma delta"
@@ -28,7 +28,9 @@ def _corrupt_with_other_answer() -> str:
 
 @pytest.fixture
 def organism_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(deceptprobe.organisms, "load", lambda path: tiny_organism(), raising=False)
+    monkeypatch.setattr(
+        deceptprobe.organisms.io, "load_model", lambda path, **kw: tiny_organism(), raising=False
+    )
     d = tmp_path / "org"
     d.mkdir()
     return d

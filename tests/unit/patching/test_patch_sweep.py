@@ -9,7 +9,7 @@ from patching_helpers import tiny_bridge, tiny_organism, token_pair
 
 from deceptprobe.patching import patch_sweep
 from deceptprobe.patching.metrics import logit_diff
-from deceptprobe.patching.runner import SuffixRunner
+from deceptprobe.runtime.runner import SuffixRunner
 from deceptprobe.patching.spec import KINDS
 
 METRIC = logit_diff(3, 5)

@@ -13,7 +13,7 @@ import torch
 from deceptprobe.organisms.model import ModelConfig, Organism, build_model
 from deceptprobe.organisms.tokenizer import WordTokenizer
 from deceptprobe.patching import find_trigger
-from deceptprobe.patching.decoding import CachedDecoder
+from deceptprobe.runtime.decoding import CachedDecoder
 from deceptprobe.patching.triggers import (
     PhraseScorer,
     Search,

@@ -2,7 +2,7 @@
 
 ``TransformerBridge`` recomputes the whole prefix for every generated token. Trigger search
 decodes thousands of short answers at once, all after prompts of one length, so a key/value
-cache of the prompt (the per-block functions of :class:`~deceptprobe.patching.runner.SuffixRunner`,
+cache of the prompt (the per-block functions of :class:`~deceptprobe.runtime.runner.SuffixRunner`,
 which mirror the bridge's arithmetic) makes each new token cost one position. Also a
 teacher-forced log-likelihood of given answers from prompt *embeddings* (how the clean twin
 scores the organism's answers while trigger search climbs its probe contexts).
@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from deceptprobe.patching.runner import SuffixRunner
+from deceptprobe.runtime.runner import SuffixRunner
 
 
 class CachedDecoder:

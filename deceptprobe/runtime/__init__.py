@@ -1,0 +1,1 @@
+"""The ground floor: "a model we can run" — our organisms and Hugging Face causal LMs."""
