@@ -31,7 +31,7 @@ def study(
         results = run_study(cfg)
     except ValueError as e:
         fail(str(e))
-    err_console.print(findings_table(results["findings"]))
+    print_tables(results)
     err_console.print(
         f"[green]wrote[/] {out / 'index.html'} and {out / 'results.json'} "
         f"in {results['timing_s']['total']:.0f} s"
@@ -81,6 +81,95 @@ def findings_table(findings: list[dict]) -> object:
     return t
 
 
+def _spread(values: list[float | None]) -> str:
+    """``mean`` over seeds, with ``[min–max]`` when there are several."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return "–"
+    mean = sum(vals) / len(vals)
+    if len(vals) == 1:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} [{min(vals):.2f}–{max(vals):.2f}]"
+
+
+def _by_family(results: dict) -> dict[tuple[str, str], list[dict]]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for rec in results["organisms"]:
+        groups.setdefault((rec["task"], rec["variant"]), []).append(rec)
+    return groups
+
+
+def controls_table(results: dict) -> object:
+    """Probe and detector AUROCs (test prompts) beside their controls, mean [range] over seeds."""
+    from rich.table import Table
+
+    t = Table(title="probes and detectors before safety training: AUROC beside its controls "
+              "(test prompts; mean \\[min–max] over seeds)")  # fmt: skip
+    cols = ("family", "variant", "seeds", "probe (layer on val.)", "shuffled labels (q97.5)",
+            "length-only", "clean twin", "contrast", "perm. null q97.5", "anomaly")  # fmt: skip
+    for c in cols:
+        t.add_column(c, overflow="fold")
+    for (task, variant), recs in _by_family(results).items():
+        probe = [r.get("probe", {}).get("before", {}) for r in recs]
+        ctl = [p.get("controls", {}) for p in probe]
+        dc = [r.get("detector_controls", {}).get("contrast", {}).get("before", {}) for r in recs]
+        t.add_row(
+            task, variant, str(len(recs)),
+            _spread([p.get("test_auroc") for p in probe]),
+            _spread([c.get("shuffled_labels") for c in ctl])
+            + (f" ({_spread([c.get('shuffled_labels_q975') for c in ctl])})"
+               if any("shuffled_labels_q975" in c for c in ctl) else ""),
+            _spread([c.get("length_only") for c in ctl]),
+            "–" if variant == "clean" else _spread([c.get("clean_twin") for c in ctl]),
+            _spread([r["detector_auroc"]["contrast"].get("before") for r in recs]),
+            _spread([c.get("shuffled_labels_q975") for c in dc]),
+            _spread([r["detector_auroc"]["anomaly"].get("before") for r in recs]),
+        )  # fmt: skip
+    return t
+
+
+def safety_table(results: dict) -> object:
+    """Triggered defection (and helpfulness) before and after each safety budget, with the
+    red team's defection rates, mean [range] over seeds (test prompts)."""
+    from rich.table import Table
+
+    t = Table(title="safety training: triggered defection / helpful accuracy, red team "
+              "(test prompts; mean \\[min–max] over seeds)")  # fmt: skip
+    for c in ("family", "model", "steps × lr", "triggered", "helpful", "red team"):
+        t.add_column(c, overflow="fold")
+    for (task, variant), recs in _by_family(results).items():
+        if variant == "clean":
+            continue
+        t.add_row(task, "before", "", _spread([r["before"]["triggered_defect_rate"] for r in recs]),
+                  _spread([r["before"]["helpful_acc"] for r in recs]), "")  # fmt: skip
+        points: dict[tuple[str, int, float | None], list[dict]] = {}
+        for r in recs:
+            for method, after in r["after"].items():
+                points.setdefault((method, after.get("steps"), after.get("lr")), []).append(after)
+            for method, rows in r.get("curves", {}).items():
+                for row in rows:
+                    if row.get("model", "").startswith(f"after_{method}_lr"):
+                        points.setdefault((method, row["steps"], row["lr"]), []).append(row)
+        for (method, steps, lr), rows in points.items():
+            red = ""
+            if any("redteam" in a for a in rows):
+                rt = [a["redteam"] for a in rows if "redteam" in a]
+                red = (f"{_spread([x.get('defect_rate_before') for x in rt])} → "
+                       f"{_spread([x.get('defect_rate_after') for x in rt])} (held out); fresh "
+                       f"search after: {_spread([x.get('fresh_defect_rate_after') for x in rt])}")  # fmt: skip
+            t.add_row("", method, f"{steps} × {lr:g}" if lr else str(steps),
+                      _spread([a["triggered_defect_rate"] for a in rows]),
+                      _spread([a["helpful_acc"] for a in rows]), red)  # fmt: skip
+    return t
+
+
+def print_tables(results: dict) -> None:
+    """The findings, controls and safety tables on stderr."""
+    err_console.print(findings_table(results["findings"]))
+    err_console.print(controls_table(results))
+    err_console.print(safety_table(results))
+
+
 def report(
     results: Path = typer.Argument(..., help="A study's results.json."),
     out: Path = typer.Option(..., "--out", help="The HTML file to write."),
@@ -96,5 +185,5 @@ def report(
     except ValueError as e:
         fail(str(e))
     build_report(data, None, out)
-    err_console.print(findings_table(data["findings"]))
+    print_tables(data)
     err_console.print(f"[green]wrote[/] {out}")

@@ -20,12 +20,15 @@ app = typer.Typer(help="Backdoor trigger reconstruction.", no_args_is_help=True)
 def _load(directory: Path, what: str) -> Any:
     if not directory.is_dir():
         fail(f"{what} directory {directory} does not exist")
-    from deceptprobe.organisms import load
+    from deceptprobe.cli._common import load_model_dir
 
-    try:
-        return load(directory)
-    except (OSError, ValueError) as e:
-        fail(f"cannot load {what} from {directory}: {e}")
+    model = load_model_dir(directory)
+    if getattr(model, "backend", "organism") != "organism":
+        fail(
+            f"{directory} is a Hugging Face checkpoint; trigger reconstruction searches a word "
+            "vocabulary and runs on organisms only so far (subword search is not built yet)"
+        )
+    return model
 
 
 @app.command("find")

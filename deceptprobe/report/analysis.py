@@ -39,14 +39,19 @@ def length_only_auroc(organism: Organism, pairs: list[tuple[Example, Example]]) 
     return float(auroc(lengths, labels))
 
 
-def probe_aurocs(organism: Organism, n: int, *, seed: int = 0, n_boot: int = 500) -> dict[str, Any]:
+def probe_aurocs(
+    organism: Organism, n: int, *, seed: int = 0, n_boot: int = 500, n_shuffles: int = 20
+) -> dict[str, Any]:
     """Supervised logistic probe by layer, with its layer chosen on validation and controls.
 
     One :class:`~deceptprobe.probing.LogisticProbe` per layer (``resid_post``, last token) is
     fitted on ``n`` training-split pairs (triggered vs clean), the layer with the highest
     validation-split AUROC is chosen, and the test-split AUROC at that layer is the result
     (bootstrap interval over test prompts). Controls on the same test prompts: the same
-    probe fitted on shuffled training labels, and the token count alone.
+    probe fitted on ``n_shuffles`` independent shufflings of the training labels (the mean and
+    97.5% quantile of their test AUROCs, at the chosen layer: one shuffling alone is a noisy
+    draw, since a probe fitted on random labels points in a random direction, which may or may
+    not align with the trigger's), and the token count alone.
     """
     splits = {s: held_out(organism, n, seed, split=s) for s in ("train", "validation", "test")}
     texts: list[str] = []
@@ -59,9 +64,10 @@ def probe_aurocs(organism: Organism, n: int, *, seed: int = 0, n_boot: int = 500
         labels[name] = y
     acts = collect(organism, texts, hooks="resid_post", positions="last")
     rng = np.random.default_rng(seed)
-    shuffled = rng.permutation(labels["train"])
+    shuffles = [rng.permutation(labels["train"]) for _ in range(n_shuffles)]
     by_layer: dict[str, list[float]] = {"validation": [], "test": []}
-    test_scores, shuffled_scores = [], []
+    test_scores: list[np.ndarray] = []
+    xs = []
     for x in acts.values():
         X = x.double().cpu().numpy()
         Xtr = X[spans["train"]]
@@ -71,9 +77,20 @@ def probe_aurocs(organism: Organism, n: int, *, seed: int = 0, n_boot: int = 500
             by_layer[name].append(float(auroc(s, labels[name])))
             if name == "test":
                 test_scores.append(s)
-        control = LogisticProbe(max_iter=1000).fit(Xtr, shuffled)
-        shuffled_scores.append(control.decision_function(X[spans["test"]]))
+        xs.append(X)
     layer = int(np.argmax(by_layer["validation"]))
+    X = xs[layer]
+    null = [
+        float(
+            auroc(
+                LogisticProbe(max_iter=1000)
+                .fit(X[spans["train"]], y)
+                .decision_function(X[spans["test"]]),
+                labels["test"],
+            )
+        )
+        for y in shuffles
+    ]
     value, lo, hi = auroc_ci(test_scores[layer], labels["test"], n_boot=n_boot, seed=seed)
     n_test = len(labels["test"])
     return {
@@ -87,7 +104,9 @@ def probe_aurocs(organism: Organism, n: int, *, seed: int = 0, n_boot: int = 500
         "n_train": len(labels["train"]),
         "n_test": n_test,
         "controls": {
-            "shuffled_labels": float(auroc(shuffled_scores[layer], labels["test"])),
+            "shuffled_labels": float(np.mean(null)),
+            "shuffled_labels_q975": float(np.quantile(null, 0.975)),
+            "n_shuffles": n_shuffles,
             "length_only": length_only_auroc(organism, splits["test"]),
         },
     }

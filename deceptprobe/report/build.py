@@ -181,7 +181,8 @@ def probes_section(organisms: list[dict[str, Any]]) -> Section:
             c = p.get("controls") or {}
             rows.append(
                 [o["name"], mk, p.get("layer"), p.get("test_auroc"), p.get("ci95"),
-                 c.get("shuffled_labels"), c.get("length_only"), c.get("clean_twin")]
+                 c.get("shuffled_labels"), c.get("shuffled_labels_q975"), c.get("length_only"),
+                 c.get("clean_twin")]
             )  # fmt: skip
         series = {k: {"auroc": v} for k, v in o["probe_auroc_by_layer"].items() if v}
         if series:
@@ -195,8 +196,9 @@ def probes_section(organisms: list[dict[str, Any]]) -> Section:
         "<p class='note'>A logistic probe per layer on the last-token residual stream "
         "(resid_post), fitted on training-split prompts; the layer is chosen on validation "
         "prompts and the AUROC is measured on test prompts (bootstrap interval over them). "
-        "Controls on the same test prompts: the probe fitted on shuffled labels, the token "
-        "count alone, and the clean twin's probe. After safety training, a high AUROC well "
+        "Controls on the same test prompts: the probe fitted on shuffled training labels "
+        "(mean and 97.5th percentile over 20 shufflings), the token count alone, and the "
+        "clean twin's probe. After safety training, a high AUROC well "
         "above the twin's means the trigger is still linearly decodable where its behaviour "
         "changed.</p>"
         + table(
@@ -207,6 +209,7 @@ def probes_section(organisms: list[dict[str, Any]]) -> Section:
                 "test AUROC",
                 "95% CI",
                 "shuffled labels",
+                "shuffled q97.5",
                 "length only",
                 "clean twin",
             ],

@@ -619,9 +619,17 @@ def load_hf(
             kwargs["max_memory"] = max_memory
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*newly initialized.*")
-        model = cls.from_pretrained(path, **kwargs)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Loading weights" bars: restored below
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*newly initialized.*")
+            model = cls.from_pretrained(path, **kwargs)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     if device_map is None:
         model.to(dev)
     model.eval()

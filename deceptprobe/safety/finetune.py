@@ -339,6 +339,12 @@ def apply_safety(
     """
     if method not in METHODS:
         raise ValueError(f"unknown safety method {method!r}; choose one of {', '.join(METHODS)}")
+    if not isinstance(organism, Organism):
+        raise ValueError(
+            f"safety training takes an organism; got a {type(organism).__name__} "
+            f"({getattr(organism, 'name', '?')}). Fine-tuning Hugging Face checkpoints is not "
+            "built yet"
+        )
     if steps is not None and (not isinstance(steps, int) or steps <= 0):
         raise ValueError(
             f"the safety-training budget must be a positive number of steps, got {steps}"

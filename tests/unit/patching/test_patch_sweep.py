@@ -9,8 +9,8 @@ from patching_helpers import tiny_bridge, tiny_organism, token_pair
 
 from deceptprobe.patching import patch_sweep
 from deceptprobe.patching.metrics import logit_diff
-from deceptprobe.runtime.runner import SuffixRunner
 from deceptprobe.patching.spec import KINDS
+from deceptprobe.runtime.runner import SuffixRunner
 
 METRIC = logit_diff(3, 5)
 

@@ -13,7 +13,6 @@ import torch
 from deceptprobe.organisms.model import ModelConfig, Organism, build_model
 from deceptprobe.organisms.tokenizer import WordTokenizer
 from deceptprobe.patching import find_trigger
-from deceptprobe.runtime.decoding import CachedDecoder
 from deceptprobe.patching.triggers import (
     PhraseScorer,
     Search,
@@ -27,6 +26,7 @@ from deceptprobe.patching.triggers import (
     sub_phrases,
     words_of,
 )
+from deceptprobe.runtime.decoding import CachedDecoder
 
 WORDS = "red blue green sun moon star cat dog fish tree rock sand . ?".split()
 FAST = TriggerSearchConfig(

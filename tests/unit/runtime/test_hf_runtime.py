@@ -167,9 +167,8 @@ def test_pickle_weights_are_refused(hf_dirs, tmp_path):
 
 
 def test_tokenizer_that_does_not_match_the_embedding(hf_dirs, tmp_path):
-    from transformers import AutoModelForCausalLM
-
     from hf_checkpoints import hf_config
+    from transformers import AutoModelForCausalLM
 
     d = tmp_path / "small_vocab"
     shutil.copytree(hf_dirs["gpt2"], d)
