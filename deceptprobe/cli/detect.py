@@ -18,13 +18,14 @@ from deceptprobe.cli._common import (
     read_jsonl,
     refuse_existing,
 )
+from deceptprobe.methods import DETECTOR_METHODS
 
 app = typer.Typer(
     help="Defection detectors: fit on an organism, score prompts (higher = more suspicious).",
     no_args_is_help=True,
 )
 
-METHODS = ("contrast", "anomaly", "supervised")
+METHODS = DETECTOR_METHODS
 
 
 def _texts(rows: list[dict[str, Any]], path: Path) -> list[str]:

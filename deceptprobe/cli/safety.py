@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 
 from deceptprobe.cli._common import err_console, fail, refuse_existing
+from deceptprobe.methods import SAFETY_METHODS
 
-METHODS = ("sft", "rl", "adversarial", "distill")
+METHODS = SAFETY_METHODS
 
 
 def safety(

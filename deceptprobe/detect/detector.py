@@ -38,6 +38,7 @@ from sklearn.exceptions import NotFittedError
 from torch import Tensor
 
 from deceptprobe.detect import _io
+from deceptprobe.methods import DETECTOR_METHODS
 from deceptprobe.probing.anomaly import MahalanobisDetector
 from deceptprobe.probing.contrast import ContrastPairs
 from deceptprobe.probing.linear import LogisticProbe
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Detector", "METHODS", "default_trusted_prompts", "model_shape"]
 
-METHODS = ("contrast", "anomaly", "supervised")
+METHODS = DETECTOR_METHODS
 
 
 def model_shape(model: Any) -> tuple[int, int]:
@@ -141,9 +142,21 @@ class Detector:
         self.C = C
         self.max_iter = max_iter
 
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters (``pairs`` as given)."""
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor parameters (``pairs`` as given), scikit-learn's contract: ``clone``
+        and ``set_params`` work."""
         return {k: getattr(self, k) for k in _io.PARAM_NAMES + ("pairs",)}
+
+    def set_params(self, **params: Any) -> Detector:
+        """Set constructor parameters (unknown names are an error); returns ``self``."""
+        valid = set(self.get_params())
+        for k, v in params.items():
+            if k not in valid:
+                raise ValueError(
+                    f"invalid parameter {k!r} for Detector; valid: {', '.join(sorted(valid))}"
+                )
+            setattr(self, k, v)
+        return self
 
     def __repr__(self) -> str:
         fitted = f", layer_={self.layer_}" if hasattr(self, "hooks_") else ""
@@ -274,7 +287,10 @@ class Detector:
         # Threshold from held-out trusted scores: each half scored by a detector of the other.
         perm = np.random.default_rng(self.seed + 1).permutation(X.shape[1])
         a, b = perm[: len(perm) // 2], perm[len(perm) // 2 :]
-        held = [MahalanobisDetector(**kw).fit(X[:, i]).score(X[:, j]) for i, j in ((a, b), (b, a))]
+        held = [
+            MahalanobisDetector(**kw).fit(X[:, i]).anomaly_score(X[:, j])
+            for i, j in ((a, b), (b, a))
+        ]
         self.threshold_ = _quantile_threshold(np.concatenate(held), self.fpr)
         self.threshold_source_ = "trusted_prompts_cross_fitted"
 
@@ -353,7 +369,7 @@ class Detector:
         if self.method == "contrast":
             return self.contrast_.score(acts)
         if self.method == "anomaly":
-            return self.mahalanobis_.score(self._stack({h: acts[h] for h in self.hooks_}))
+            return self.mahalanobis_.anomaly_score(self._stack({h: acts[h] for h in self.hooks_}))
         X = acts[self.hooks_[0]].to(torch.float64)
         return np.asarray(self.probe_.decision_function(X), dtype=np.float64)
 

@@ -29,9 +29,17 @@ def hook_sweep(
     *,
     logits_at: Literal["last", "all"],
     batch_size: int | None,
+    prefix: bool = True,
 ) -> Float[Tensor, " n_patches"]:
-    """Batched patching through the model's TransformerLens hooks (any TL model)."""
+    """Batched patching through the model's TransformerLens hooks (any TL model).
+
+    On an HF model with ``logits_at="last"`` and ``prefix``, the prefix-reusing path runs.
+    """
+    from deceptprobe.runtime.hf import HFModel
+
     model = spec.model
+    if isinstance(model, HFModel) and logits_at == "last" and prefix:
+        return _hf_prefix_sweep(spec, metric, batch_size=batch_size)
     names = {HOOKS[spec.kind].format(layer) for layer in spec.layers}
     _, cache = model.run_with_cache(spec.clean, names_filter=lambda name: name in names)
     indices = spec.indices()
@@ -57,9 +65,17 @@ def hook_sweep(
 
 
 def _make_hook(
-    kind: str, local: list[tuple[int, tuple[int, ...]]], clean_act: Tensor, b: int
+    kind: str,
+    local: list[tuple[int, tuple[int, ...]]],
+    clean_act: Tensor,
+    b: int,
+    *,
+    offset: int = 0,
 ) -> Callable[[Tensor, Any], Tensor]:
-    """A forward hook writing the clean activation into each patched copy's rows."""
+    """A forward hook writing the clean activation into each patched copy's rows.
+
+    ``offset``: the activations (and ``clean_act``) start at this position of the prompt.
+    """
 
     def hook(act: Tensor, hook: Any) -> Tensor:
         act = act.clone()
@@ -67,13 +83,71 @@ def _make_hook(
             rows = slice(j * b, (j + 1) * b)
             if kind == "head":
                 _, p, h = index
-                act[rows, p, h] = clean_act[:, p, h]
+                act[rows, p - offset, h] = clean_act[:, p - offset, h]
             elif kind == "head_all_pos":
                 _, h = index
                 act[rows, :, h] = clean_act[:, :, h]
             else:
                 _, p = index
-                act[rows, p] = clean_act[:, p]
+                act[rows, p - offset] = clean_act[:, p - offset]
         return act
 
     return hook
+
+
+def _start(spec: PatchSpec, index: tuple[int, ...]) -> int:
+    """First position a patch changes (``head_all_pos`` changes every position)."""
+    return 0 if spec.kind == "head_all_pos" else index[1]
+
+
+@torch.no_grad()
+def _hf_prefix_sweep(
+    spec: PatchSpec, metric: Metric, *, batch_size: int | None
+) -> Float[Tensor, " n_patches"]:
+    """Patching an HF causal LM with its prefix reused and the unembedding at one position.
+
+    A patch at position ``p`` changes nothing before ``p``: patches are grouped by ``p``, the
+    corrupt prompt's keys and values of positions ``< p`` are computed once per group
+    (``transformers``' own cache, so every architecture works), and the patched copies run
+    positions ``p..T-1`` only, batched, with hooks writing the clean activation at ``p``.
+    The logits are computed at the final position alone (``logits_to_keep=1``).
+    """
+    model = spec.model
+    names = {HOOKS[spec.kind].format(layer) for layer in spec.layers}
+    _, cache = model.run_with_cache(spec.clean, names_filter=lambda name: name in names)
+    indices = spec.indices()
+    b, seq = spec.clean.shape
+    shape = dims(model)
+    max_copies = batch_size or max(1, _ACT_BUDGET // (seq * 4 * shape.d_model))
+    per_chunk = max(1, max_copies // b)
+    out = torch.empty(len(indices), device=spec.clean.device)
+    by_start: dict[int, list[int]] = {}
+    for j, index in enumerate(indices):
+        by_start.setdefault(_start(spec, index), []).append(j)
+    for start, members in sorted(by_start.items()):
+        for lo in range(0, len(members), per_chunk):
+            chunk = members[lo : lo + per_chunk]
+            hooks = []
+            for layer in sorted({indices[j][0] for j in chunk}):
+                name = HOOKS[spec.kind].format(layer)
+                local = [(k, indices[j]) for k, j in enumerate(chunk) if indices[j][0] == layer]
+                clean_act = cache[name][:, start:]
+                hooks.append((name, _make_hook(spec.kind, local, clean_act, b, offset=start)))
+            kv = model.prefix_cache(spec.corrupt[:, :start]) if start > 0 else None
+            if kv is not None:
+                _repeat_cache(kv, len(chunk))
+            tokens = spec.corrupt.repeat(len(chunk), 1)
+            logits = model.suffix_logits(tokens, start, kv, fwd_hooks=hooks)
+            values = check_metric_output(metric(logits), tokens.shape[0])
+            means = values.float().reshape(len(chunk), b).mean(dim=1)
+            out[torch.tensor(chunk, device=out.device)] = means.to(out.device)
+    return out
+
+
+def _repeat_cache(kv: Any, n: int) -> None:
+    """Tile a cache along the batch as ``tensor.repeat(n, ...)`` tiles the prompts."""
+    for layer in kv.layers:
+        if getattr(layer, "keys", None) is None:  # a slot the prefix run left empty
+            continue
+        layer.keys = layer.keys.repeat(n, *([1] * (layer.keys.dim() - 1)))
+        layer.values = layer.values.repeat(n, *([1] * (layer.values.dim() - 1)))

@@ -91,7 +91,8 @@ def patch_sweep(
     """Patch clean activations into the corrupt run, one index at a time, batched.
 
     Args:
-        model: a TransformerLens model (a ``TransformerBridge``) or an ``Organism``.
+        model: a TransformerLens model (a ``TransformerBridge``), an ``Organism``, or a Hugging
+            Face causal LM (an ``HFModel`` or a bare ``PreTrainedModel``).
         clean_tokens: ``[batch, pos]`` (or ``[pos]``) tokens whose activations are patched in.
         corrupt_tokens: tokens of the run that is patched; same shape as ``clean_tokens``.
         kind: the activation to patch, one of :data:`KINDS` (see the module docstring).
@@ -101,9 +102,10 @@ def patch_sweep(
         layers: layers to patch; default all.
         heads: heads to patch for the head kinds; default all.
         logits_at: whether the metric reads the final position only (fast) or all positions.
-        method: ``"suffix"`` (re-run only what a patch changes; native bridges only),
-            ``"hooks"`` (batched forward passes through the model's hooks, any TL model),
-            or ``"auto"``.
+        method: ``"suffix"`` (re-run only what a patch changes: on native bridges from the
+            patched layer and position on; on Hugging Face models from the patched position on,
+            the prefix's keys and values from the model's own cache), ``"hooks"`` (batched full
+            forward passes through the model's hooks), or ``"auto"`` (suffix where possible).
         batch_size: most patched prompt copies per batched call; default from a memory budget.
             The suffix path reads the model's weights directly, so hooks attached to the model
             do not run on it; pass ``method="hooks"`` to keep them.
@@ -126,13 +128,20 @@ def patch_sweep(
         positions=positions,
         heads=heads,
     )
-    suffix_ok = SuffixRunner.supports(spec.model) and logits_at == "last"
+    from deceptprobe.runtime.hf import HFModel
+
+    hf = isinstance(spec.model, HFModel)
+    suffix_ok = (hf or SuffixRunner.supports(spec.model)) and logits_at == "last"
     if method == "suffix" and not suffix_ok:
         raise ValueError(
-            "method='suffix' needs a TransformerBridge over TransformerLens's native model and "
-            "logits_at='last'; use method='hooks'"
+            "method='suffix' needs a TransformerBridge over TransformerLens's native model or a "
+            "Hugging Face causal LM, and logits_at='last'; use method='hooks'"
         )
-    if method == "hooks" or not suffix_ok:
+    if hf:
+        flat = hook_sweep(
+            spec, metric, logits_at=logits_at, batch_size=batch_size, prefix=method != "hooks"
+        )
+    elif method == "hooks" or not suffix_ok:
         flat = hook_sweep(spec, metric, logits_at=logits_at, batch_size=batch_size)
     else:
         flat = _suffix_sweep(spec, metric, batch_size=batch_size)

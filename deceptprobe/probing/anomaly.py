@@ -119,7 +119,7 @@ class MahalanobisDetector(BaseEstimator):
 
     Example:
         >>> det = MahalanobisDetector().fit(trusted_acts)      # [layer, batch, d_model]
-        >>> det.score(new_acts)                                # higher = more anomalous
+        >>> det.anomaly_score(new_acts)                        # higher = more anomalous
     """
 
     def __init__(
@@ -215,7 +215,7 @@ class MahalanobisDetector(BaseEstimator):
         z = (d2 - self.score_mean_.to(dev).unsqueeze(-1)) / self.score_std_.to(dev).unsqueeze(-1)
         return z.cpu().numpy()
 
-    def score(self, X: Float[Any, "*layer batch d_model"]) -> NDArray[np.float64]:
+    def anomaly_score(self, X: Float[Any, "*layer batch d_model"]) -> NDArray[np.float64]:
         """Anomaly score per row, higher = more anomalous (layers combined by ``combine``).
 
         Args:
@@ -226,3 +226,11 @@ class MahalanobisDetector(BaseEstimator):
         """
         z = self.score_layers(X)
         return z.max(0) if self.combine == "max" else z.mean(0)
+
+    def score_samples(self, X: Float[Any, "*layer batch d_model"]) -> NDArray[np.float64]:
+        """scikit-learn's outlier-detector convention: higher = more normal
+        (``-anomaly_score(X)``, as ``EllipticEnvelope.score_samples`` negates its distance).
+
+        There is no ``score(X, y)``: an unsupervised detector has no accuracy to report.
+        """
+        return -self.anomaly_score(X)

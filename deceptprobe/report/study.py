@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deceptprobe.methods import SAFETY_METHODS
 from deceptprobe.organisms import Organism, OrganismConfig, evaluate, load, train
 from deceptprobe.organisms.io import save, versions, write_json_atomic
 from deceptprobe.organisms.tasks import FAMILIES
@@ -31,7 +32,7 @@ from deceptprobe.stats import wilson
 
 log = logging.getLogger(__name__)
 
-METHODS = ("sft", "rl", "adversarial", "distill")
+METHODS = SAFETY_METHODS
 STAGES_VERSION = "v2"
 SAFETY_VERSION = 2
 """Part of a safety-trained model's cache key: 2 = held-out red-team phrases disjoint from the

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from deceptprobe.runtime.arch import Architecture, architecture_of, submodule, supported
@@ -327,6 +327,42 @@ class HFModel:
         mask = torch.ones_like(tokens)
         kw = self.forward_kwargs(BatchEncoding(tokens, mask))
         return self.model(**kw, use_cache=False).logits
+
+    def prefix_cache(self, tokens: Int[Tensor, "batch prefix"]) -> Any:
+        """The key/value cache of unpadded ``tokens`` (``transformers``' own cache object)."""
+        tokens = tokens.to(self.device)
+        kw = self.forward_kwargs(BatchEncoding(tokens, torch.ones_like(tokens)))
+        with torch.no_grad():
+            return self.model(**kw, use_cache=True, logits_to_keep=1).cache
+
+    def suffix_logits(
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        start: int,
+        cache: Any,
+        *,
+        fwd_hooks: Sequence[tuple[str, HookFn]] = (),
+    ) -> Float[Tensor, "batch d_vocab"]:
+        """Final-position logits of ``tokens`` run from position ``start`` on, the keys and
+        values of positions ``< start`` taken from ``cache`` (consumed: it grows).
+
+        Hooks see activations of positions ``start..T-1`` only (index ``p - start``). The
+        unembedding runs at the final position alone.
+        """
+        tokens = tokens.to(self.device)
+        b, t = tokens.shape
+        kw: dict[str, Any] = {
+            "input_ids": tokens[:, start:],
+            "attention_mask": torch.ones((b, t), dtype=torch.long, device=tokens.device),
+            "position_ids": torch.arange(start, t, device=tokens.device).expand(b, -1),
+        }
+        if self.arch.name == "bert":
+            kw["token_type_ids"] = torch.zeros_like(kw["input_ids"])
+        if start > 0:
+            kw["cache"] = cache
+        with self.hooks(fwd_hooks):
+            out = self.model(**kw, use_cache=start > 0, logits_to_keep=1)
+        return out.logits[:, -1]
 
     @contextmanager
     def hooks(self, fwd_hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:

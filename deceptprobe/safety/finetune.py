@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from deceptprobe.methods import SAFETY_METHODS
 from deceptprobe.organisms.evaluate import rates
 from deceptprobe.organisms.io import versions
 from deceptprobe.organisms.model import Organism, build_model, weights_sha256
@@ -50,7 +51,7 @@ from deceptprobe.organisms.tasks import FAMILIES
 from deceptprobe.organisms.tasks.base import Example, TaskFamily, split_of_example
 from deceptprobe.organisms.train import encode_examples
 
-METHODS: tuple[str, ...] = ("sft", "rl", "adversarial", "distill")
+METHODS: tuple[str, ...] = SAFETY_METHODS
 
 # Default (steps, lr) per method; ``None`` lr = the organism's own training lr.
 DEFAULTS: dict[str, tuple[int | None, float | None]] = {

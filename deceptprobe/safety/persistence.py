@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from deceptprobe.methods import FINE_TUNING_METHODS
 from deceptprobe.organisms.evaluate import rates
 from deceptprobe.organisms.model import Organism
 from deceptprobe.organisms.tasks.base import Example, TaskFamily
@@ -162,7 +163,7 @@ def persistence_curve(
 
 def persistence_experiment(
     organisms_by_seed: Mapping[int, Organism],
-    methods: Sequence[str] = ("sft", "rl", "adversarial"),
+    methods: Sequence[str] = FINE_TUNING_METHODS,
     *,
     lrs: Sequence[float] = (1e-4, 1e-3),
     checkpoints: Sequence[int] = (0, 50, 100, 200, 400),

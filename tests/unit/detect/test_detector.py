@@ -176,3 +176,15 @@ def test_hugging_face_unknown_words_in_contrast_pairs_are_listed(hf_model):
     )
     with pytest.raises(ValueError, match=r"\['zebra'\]"):
         Detector(pairs=pairs).fit(model, tokenizer=tok)
+
+
+def test_sklearn_clone_and_set_params():
+    from sklearn.base import clone
+
+    det = Detector("anomaly", layer=1, fpr=0.1)
+    twin = clone(det)
+    assert twin is not det and twin.get_params() == det.get_params()
+    assert twin.set_params(fpr=0.2, combine="max") is twin
+    assert (twin.fpr, twin.combine, det.fpr) == (0.2, "max", 0.1)
+    with pytest.raises(ValueError, match="invalid parameter 'alpha'"):
+        twin.set_params(alpha=1.0)

@@ -36,8 +36,8 @@ def test_ledoit_wolf_matches_sklearn():
 @pytest.mark.parametrize("combine", ["mean", "max"])
 def test_shifted_data_flagged_clean_data_not(combine):
     det = MahalanobisDetector(combine=combine).fit(correlated(300, 1))
-    clean, clean2 = det.score(correlated(150, 2)), det.score(correlated(150, 3))
-    shifted = det.score(correlated(150, 4, shift=4.0))
+    clean, clean2 = det.anomaly_score(correlated(150, 2)), det.anomaly_score(correlated(150, 3))
+    shifted = det.anomaly_score(correlated(150, 4, shift=4.0))
     labels = np.r_[np.zeros(150), np.ones(150)]
     assert auroc(np.r_[clean, shifted], labels) > 0.97
     assert abs(auroc(np.r_[clean, clean2], labels) - 0.5) < 0.1
@@ -50,7 +50,7 @@ def test_single_layer_input_fixed_shrinkage_and_params():
     det = MahalanobisDetector(shrinkage=0.3).fit(torch.tensor(X, dtype=torch.float32))
     assert det.n_layers_ == 1 and det.n_features_in_ == D
     assert torch.allclose(det.shrinkage_, torch.tensor([0.3], dtype=torch.float64))
-    assert det.score(X[:7]).shape == (7,)
+    assert det.anomaly_score(X[:7]).shape == (7,)
     assert det.score_layers(X[:7]).shape == (1, 7)
     assert clone(det).get_params() == det.get_params()
     det.set_params(combine="max")
@@ -59,12 +59,12 @@ def test_single_layer_input_fixed_shrinkage_and_params():
 
 def test_bad_inputs():
     with pytest.raises(NotFittedError):
-        MahalanobisDetector().score(np.zeros((3, D)))
+        MahalanobisDetector().anomaly_score(np.zeros((3, D)))
     det = MahalanobisDetector().fit(correlated(50, 6))
     with pytest.raises(ValueError, match="same model and hooks"):
-        det.score(correlated(5, 7, layers=2))
+        det.anomaly_score(correlated(5, 7, layers=2))
     with pytest.raises(ValueError, match="same model and hooks"):
-        det.score(np.zeros((L, 5, D + 1)))
+        det.anomaly_score(np.zeros((L, 5, D + 1)))
     bad = correlated(50, 8)
     bad[0, 0, 0] = np.inf
     with pytest.raises(ValueError, match="NaN or inf"):
@@ -75,3 +75,14 @@ def test_bad_inputs():
         MahalanobisDetector(combine="median").fit(correlated(50, 6))
     with pytest.raises(ValueError, match="at least 4"):
         MahalanobisDetector().fit(np.zeros((3, D)))
+
+
+def test_sklearn_conventions():
+    """score_samples follows scikit-learn's outlier convention (higher = more normal); there
+    is no score(X, y) to shadow."""
+    X = correlated(200, 5)
+    det = MahalanobisDetector().fit(X)
+    new = correlated(20, 6, shift=3.0)
+    np.testing.assert_array_equal(det.score_samples(new), -det.anomaly_score(new))
+    assert not hasattr(det, "score")
+    assert clone(det).get_params() == det.get_params()

@@ -23,7 +23,10 @@ def hf_setup(request, hf_dirs):
 
     hm = load_hf(hf_dirs[request.param], device="cpu")
     bridge = TransformerBridge.boot_transformers(
-        str(hf_dirs[request.param]), hf_model=hm.model, tokenizer=hm.tokenizer.hf, device="cpu"
+        str(hf_dirs[request.param]),
+        hf_model=load_hf(hf_dirs[request.param], device="cpu").model,  # the bridge wraps it
+        tokenizer=hm.tokenizer.hf,
+        device="cpu",
     )
     gen = torch.Generator().manual_seed(0)
     clean = torch.randint(1, hm.d_vocab, (2, 5), generator=gen)
@@ -32,11 +35,14 @@ def hf_setup(request, hf_dirs):
     return hm, bridge, clean, corrupt
 
 
+@pytest.mark.parametrize("method", ["suffix", "hooks"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_hf_patching_equals_transformer_lens(hf_setup, kind):
+def test_hf_patching_equals_transformer_lens(hf_setup, kind, method):
+    """Both paths: the prefix-reusing one (keys/values from transformers' cache) and plain
+    batched forward passes."""
     hm, bridge, clean, corrupt = hf_setup
     ref = tl_reference(bridge, clean, corrupt, kind)
-    got = patch_sweep(hm, clean, corrupt, kind=kind, metric=METRIC)
+    got = patch_sweep(hm, clean, corrupt, kind=kind, metric=METRIC, method=method, batch_size=6)
     assert got.shape == ref.shape
     assert (got - ref).abs().max() <= 1e-4, kind
     # a bare PreTrainedModel is wrapped the same way

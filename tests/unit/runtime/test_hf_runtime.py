@@ -30,7 +30,10 @@ def test_hook_meanings_equal_transformer_lens_bridge(hf_dirs, arch):
     enc = hm.to_tokens(TEXTS[:1])
     out = collect(hm, enc.input_ids, hooks=ALL_KINDS, positions="all")
     bridge = TransformerBridge.boot_transformers(
-        str(hf_dirs[arch]), hf_model=hm.model, tokenizer=hm.tokenizer.hf, device="cpu"
+        str(hf_dirs[arch]),
+        hf_model=load_hf(hf_dirs[arch], device="cpu").model,  # the bridge wraps its modules
+        tokenizer=hm.tokenizer.hf,
+        device="cpu",
     )
     _, cache = bridge.run_with_cache(enc.input_ids)
     assert len(out) == 5 * hm.n_layers
