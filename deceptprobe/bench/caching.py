@@ -340,6 +340,7 @@ def _run(quick: bool) -> dict[str, Any]:
     del hf
     entry["nnsight_s"] = hf_entry["nnsight_s"]
     entry["hf_bare_s"] = hf_entry["hf_bare_s"]
+    entry["slowdown_vs_hf_bare"] = hf_entry["nnsight_s"] / hf_entry["hf_bare_s"]
     entry["peak_mem_mb"].update(hf_entry["peak_mem_mb"])
     models["gpt2_small_shape"] = entry
     logger.info("bench caching: streaming %d prompts into a float16 store", n_prompts)

@@ -67,7 +67,8 @@ QUICK: dict[str, dict[str, Any]] = {
 
 
 def run_benchmark(quick: bool = False, threads: int | None = 1) -> dict[str, Any]:
-    """The ``bench patching`` JSON: ``{"models": {"tiny": P, "gpt2_small_shape": P}}``.
+    """The ``bench patching`` JSON: ``{"models": {"tiny": P, "gpt2_small_shape": P,
+    "hf_gpt2_small_shape": P}}`` (the last without ``flop_limit_speedup``).
 
     Args:
         quick: a smaller, single-repeat run (fewer layers and positions) for tests.
@@ -87,6 +88,13 @@ def run_benchmark(quick: bool = False, threads: int | None = 1) -> dict[str, Any
                 cfg.update(QUICK[name].get("cfg", {}))
                 positions, repeats = QUICK[name]["positions"], QUICK[name]["repeats"]
             models[name] = _bench_model(cfg, positions, repeats)
+        shape = SHAPES["gpt2_small_shape"]
+        cfg = dict(shape["cfg"])
+        positions, repeats = shape["positions"], shape["repeats"]
+        if quick:
+            cfg.update(QUICK["gpt2_small_shape"].get("cfg", {}))
+            positions, repeats = 4, 1
+        models["hf_gpt2_small_shape"] = _bench_hf_model(cfg, positions, repeats)
     finally:
         torch.set_num_threads(saved)
     return {"models": models}
@@ -164,6 +172,65 @@ def _bench_model(cfg: dict[str, Any], positions: int, repeats: int) -> dict[str,
         "speedup": tl_s / ours_s,
         "max_abs_diff": float((ours_result - tl_result).abs().max()),
         "flop_limit_speedup": flop_limit_speedup(model.cfg, positions),
+        "atp_s": statistics.median(times["atp"]),
+        "atp_pearson_r": pearson_r(atp_result, ours_result),
+    }
+
+
+def _bench_hf_model(cfg: dict[str, Any], positions: int, repeats: int) -> dict[str, float]:
+    """A Hugging Face ``GPT2LMHeadModel`` (random init, ``cfg``'s shape): deceptprobe's
+    ``patch_sweep`` on it against ``transformer_lens.patching`` on the same weights booted with
+    ``TransformerBridge.boot_transformers`` (TransformerLens's way to patch an HF model)."""
+    import tempfile
+
+    import transformer_lens.patching as tlp
+    from transformer_lens import TransformerBridge
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from deceptprobe.runtime.hf import wrap_hf
+
+    torch.manual_seed(0)
+    hf_cfg = GPT2Config(
+        n_layer=cfg["n_layers"], n_embd=cfg["d_model"], n_head=cfg["n_heads"],
+        n_inner=cfg["d_mlp"], vocab_size=cfg["d_vocab"], n_positions=cfg["n_ctx"],
+    )  # fmt: skip
+    model = GPT2LMHeadModel(hf_cfg).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        twin = GPT2LMHeadModel.from_pretrained(tmp).eval()  # the bridge wraps its modules
+        bridge = TransformerBridge.boot_transformers(tmp, hf_model=twin, device="cpu")
+    hm = wrap_hf(model, name="hf_gpt2_small_shape")
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.randint(0, cfg["d_vocab"], (1, positions), generator=gen)
+    corrupt = torch.randint(0, cfg["d_vocab"], (1, positions), generator=gen)
+    metric = logit_diff(1, 2)
+
+    def ours() -> torch.Tensor:
+        return patch_sweep(hm, clean, corrupt, kind="resid_pre", metric=metric)
+
+    def theirs() -> torch.Tensor:
+        _, cache = bridge.run_with_cache(clean)
+        with torch.no_grad():
+            return tlp.get_act_patch_resid_pre(
+                bridge, corrupt, cache, lambda logits: metric(logits[:, -1]).mean()
+            )
+
+    def atp() -> torch.Tensor:
+        return attribution_patch(hm, clean, corrupt, kind="resid_pre", metric=metric)
+
+    with _quiet_transformer_lens():
+        ours_result, atp_result, tl_result = ours(), atp(), theirs()
+        times: dict[str, list[float]] = {"ours": [], "tl": [], "atp": []}
+        for _ in range(repeats):
+            for key, fn in (("ours", ours), ("tl", theirs), ("atp", atp)):
+                seconds, _ = _timed(fn)
+                times[key].append(seconds)
+    ours_s, tl_s = statistics.median(times["ours"]), statistics.median(times["tl"])
+    return {
+        "deceptprobe_s": ours_s,
+        "transformer_lens_s": tl_s,
+        "speedup": tl_s / ours_s,
+        "max_abs_diff": float((ours_result - tl_result).abs().max()),
         "atp_s": statistics.median(times["atp"]),
         "atp_pearson_r": pearson_r(atp_result, ours_result),
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from deceptprobe.bench.caching import run_benchmark
 
 M_KEYS = {
@@ -33,5 +35,6 @@ def test_quick_benchmark_has_contract_keys():
         assert entry["peak_mem_mb"]["deceptprobe"] >= 0
     gpt2 = result["models"]["gpt2_small_shape"]
     assert gpt2["nnsight_s"] > 0 and gpt2["hf_bare_s"] > 0
+    assert gpt2["slowdown_vs_hf_bare"] == pytest.approx(gpt2["nnsight_s"] / gpt2["hf_bare_s"])
     assert set(result["stream"]) == STREAM_KEYS
     assert result["stream"]["dtype"] == "float16" and result["stream"]["throughput_vs_bare"] > 0

@@ -53,9 +53,9 @@ def test_quick_benchmark_keys(monkeypatch):
     )
     out = bench.run_benchmark(quick=True)
     assert list(out) == ["models"]
-    assert list(out["models"]) == ["tiny", "gpt2_small_shape"]
-    for p in out["models"].values():
-        assert set(p) == KEYS
+    assert list(out["models"]) == ["tiny", "gpt2_small_shape", "hf_gpt2_small_shape"]
+    for name, p in out["models"].items():
+        assert set(p) == (KEYS - {"flop_limit_speedup"} if name.startswith("hf") else KEYS)
         assert all(isinstance(v, float) and math.isfinite(v) for v in p.values())
         assert p["max_abs_diff"] <= 1e-4
         assert p["speedup"] == pytest.approx(p["transformer_lens_s"] / p["deceptprobe_s"])
