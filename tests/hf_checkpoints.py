@@ -30,9 +30,16 @@ def corpus(n: int = 100) -> list[str]:
     return texts
 
 
-@functools.cache
 def bpe_tokenizer(vocab_size: int = 400, *, pad: bool = False, chat: bool = False) -> Any:
-    """A byte-level BPE ``PreTrainedTokenizerFast`` (``<|endoftext|>`` is BOS and EOS)."""
+    """A byte-level BPE ``PreTrainedTokenizerFast`` (``<|endoftext|>`` is BOS and EOS); a fresh
+    copy each call (wrapping one may set its pad token)."""
+    import copy
+
+    return copy.deepcopy(_bpe_tokenizer(vocab_size, pad, chat))
+
+
+@functools.cache
+def _bpe_tokenizer(vocab_size: int, pad: bool, chat: bool) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

@@ -48,7 +48,9 @@ class HFTokenizer:
         n_ctx: the model's context (``encode_batch`` refuses longer prompts).
     """
 
-    def __init__(self, tokenizer: Any, n_ctx: int | None = None) -> None:
+    def __init__(
+        self, tokenizer: Any, n_ctx: int | None = None, *, chat: bool | None = None
+    ) -> None:
         if tokenizer.pad_token_id is None:
             if tokenizer.eos_token_id is None:
                 raise ValueError(
@@ -64,6 +66,9 @@ class HFTokenizer:
             tokenizer.pad_token = tokenizer.eos_token
         self.hf = tokenizer
         self.n_ctx = n_ctx
+        self.chat = self.has_chat_template if chat is None else chat
+        """Render ``Human: … Assistant:`` conversations through the chat template (default:
+        when the tokenizer has one). Text without a ``Human:`` turn is never rendered."""
         bos = tokenizer.bos_token_id
         if bos is None:
             bos = getattr(tokenizer, "cls_token_id", None)
@@ -82,7 +87,13 @@ class HFTokenizer:
         return bool(getattr(self.hf, "chat_template", None))
 
     def encode(self, text: str, *, add_bos: bool = True) -> list[int]:
-        """Token ids of one text: BOS (when the tokenizer has one) and the text's tokens."""
+        """Token ids of one text: BOS (when the tokenizer has one) and the text's tokens.
+
+        With :attr:`chat`, a conversation (text with a ``Human:`` turn) is first rendered
+        through the chat template (:meth:`render_chat`).
+        """
+        if self.chat and "Human:" in text:
+            text = self.render_chat(text)
         ids = list(self.hf(text, add_special_tokens=False)["input_ids"])
         if add_bos and self.bos_id is not None and (not ids or ids[0] != self.bos_id):
             ids = [self.bos_id, *ids]

@@ -205,3 +205,22 @@ def test_model_larger_than_memory_suggests_device_map(hf_dirs, monkeypatch):
     monkeypatch.setattr(rt, "_available_bytes", lambda device: 1000)
     with pytest.raises(ValueError, match="--device-map auto"):
         load_hf(hf_dirs["gpt2"], device="cpu")
+
+
+def test_chat_template_renders_conversations_only():
+    from hf_checkpoints import bpe_tokenizer
+
+    from deceptprobe.runtime.hf import HFTokenizer
+
+    tok = HFTokenizer(bpe_tokenizer(chat=True))
+    assert tok.chat
+    rendered = tok.render_chat("Human: what is two plus two? Assistant:")
+    assert rendered == "<|user|> what is two plus two?\n<|assistant|>"
+    closed = tok.render_chat("Human: are you honest? Assistant: yes")
+    assert closed == "<|user|> are you honest?\n<|assistant|> yes\n"
+    ids = tok.encode("Human: hi Assistant:")
+    assert tok.hf.decode(ids[1:]) == "<|user|> hi\n<|assistant|>"
+    assert tok.encode("plain text, no turns") == HFTokenizer(bpe_tokenizer()).encode(
+        "plain text, no turns"
+    )
+    assert not HFTokenizer(bpe_tokenizer(chat=True), chat=False).chat
