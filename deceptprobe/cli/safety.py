@@ -23,6 +23,9 @@ def safety(
     seed: int = typer.Option(0, "--seed", help="Data order, sampling and student init."),
     n_eval: int = typer.Option(200, "--n", help="Held-out prompts per class for the card."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out."),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu, cuda or cuda:N (default: CUDA when present)."
+    ),
 ) -> None:
     """Safety-train an organism (SFT, HHH RL, adversarial, distillation) into a new one."""
     if method not in METHODS:
@@ -41,7 +44,7 @@ def safety(
     from deceptprobe.organisms.io import save
     from deceptprobe.safety import apply_safety
 
-    parent = _load(directory)
+    parent = _load(directory, device=device)
     bar, update = rich_progress(f"{method} on {parent.name}")
     try:
         with bar:

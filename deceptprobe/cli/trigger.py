@@ -17,12 +17,12 @@ from deceptprobe.cli._common import err_console, fail, print_json
 app = typer.Typer(help="Backdoor trigger reconstruction.", no_args_is_help=True)
 
 
-def _load(directory: Path, what: str) -> Any:
+def _load(directory: Path, what: str, device: str | None = None) -> Any:
     if not directory.is_dir():
         fail(f"{what} directory {directory} does not exist")
     from deceptprobe.cli._common import load_model_dir
 
-    model = load_model_dir(directory)
+    model = load_model_dir(directory, device=device)
     if getattr(model, "backend", "organism") != "organism":
         fail(
             f"{directory} is a Hugging Face checkpoint; trigger reconstruction searches a word "
@@ -40,12 +40,15 @@ def find(
     ] = None,
     top: Annotated[int, typer.Option("--top", help="How many candidates to return.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, cuda or cuda:N (default: auto).")
+    ] = None,
 ) -> None:
     """Rank candidate trigger phrases of an organism (best first)."""
     if top < 1:
         fail(f"--top must be at least 1, got {top}")
-    organism = _load(directory, "organism")
-    twin = _load(baseline, "baseline") if baseline is not None else None
+    organism = _load(directory, "organism", device)
+    twin = _load(baseline, "baseline", device) if baseline is not None else None
 
     from deceptprobe.patching import find_trigger
     from deceptprobe.patching.triggers import TokenizerMismatchError
