@@ -130,27 +130,29 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
-def _bench_model(cfg: dict[str, Any], positions: int, repeats: int) -> dict[str, float]:
+def _compare(ours_model: Any, tl_model: Any, d_vocab: int, positions: int, repeats: int
+             ) -> dict[str, float]:  # fmt: skip
+    """deceptprobe's ``resid_pre`` sweep on ``ours_model`` against ``transformer_lens.patching``
+    on ``tl_model`` (the same weights), timed interleaved; attribution patching beside it."""
     import transformer_lens.patching as tlp
 
-    model = _build(cfg)
     gen = torch.Generator().manual_seed(0)
-    clean = torch.randint(0, cfg["d_vocab"], (1, positions), generator=gen)
-    corrupt = torch.randint(0, cfg["d_vocab"], (1, positions), generator=gen)
+    clean = torch.randint(0, d_vocab, (1, positions), generator=gen)
+    corrupt = torch.randint(0, d_vocab, (1, positions), generator=gen)
     metric = logit_diff(1, 2)
 
     def ours() -> torch.Tensor:
-        return patch_sweep(model, clean, corrupt, kind="resid_pre", metric=metric)
+        return patch_sweep(ours_model, clean, corrupt, kind="resid_pre", metric=metric)
 
     def theirs() -> torch.Tensor:
-        _, cache = model.run_with_cache(clean)
+        _, cache = tl_model.run_with_cache(clean)
         with torch.no_grad():
             return tlp.get_act_patch_resid_pre(
-                model, corrupt, cache, lambda logits: metric(logits[:, -1]).mean()
+                tl_model, corrupt, cache, lambda logits: metric(logits[:, -1]).mean()
             )
 
     def atp() -> torch.Tensor:
-        return attribution_patch(model, clean, corrupt, kind="resid_pre", metric=metric)
+        return attribution_patch(ours_model, clean, corrupt, kind="resid_pre", metric=metric)
 
     with _quiet_transformer_lens():
         # warm-up (TransformerLens's sweep is a loop of identical passes and warms itself)
@@ -171,10 +173,16 @@ def _bench_model(cfg: dict[str, Any], positions: int, repeats: int) -> dict[str,
         "transformer_lens_s": tl_s,
         "speedup": tl_s / ours_s,
         "max_abs_diff": float((ours_result - tl_result).abs().max()),
-        "flop_limit_speedup": flop_limit_speedup(model.cfg, positions),
         "atp_s": statistics.median(times["atp"]),
         "atp_pearson_r": pearson_r(atp_result, ours_result),
     }
+
+
+def _bench_model(cfg: dict[str, Any], positions: int, repeats: int) -> dict[str, float]:
+    model = _build(cfg)
+    out = _compare(model, model, cfg["d_vocab"], positions, repeats)
+    out["flop_limit_speedup"] = flop_limit_speedup(model.cfg, positions)
+    return out
 
 
 def _bench_hf_model(cfg: dict[str, Any], positions: int, repeats: int) -> dict[str, float]:
@@ -183,7 +191,6 @@ def _bench_hf_model(cfg: dict[str, Any], positions: int, repeats: int) -> dict[s
     ``TransformerBridge.boot_transformers`` (TransformerLens's way to patch an HF model)."""
     import tempfile
 
-    import transformer_lens.patching as tlp
     from transformer_lens import TransformerBridge
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -200,40 +207,7 @@ def _bench_hf_model(cfg: dict[str, Any], positions: int, repeats: int) -> dict[s
         twin = GPT2LMHeadModel.from_pretrained(tmp).eval()  # the bridge wraps its modules
         bridge = TransformerBridge.boot_transformers(tmp, hf_model=twin, device="cpu")
     hm = wrap_hf(model, name="hf_gpt2_small_shape")
-    gen = torch.Generator().manual_seed(0)
-    clean = torch.randint(0, cfg["d_vocab"], (1, positions), generator=gen)
-    corrupt = torch.randint(0, cfg["d_vocab"], (1, positions), generator=gen)
-    metric = logit_diff(1, 2)
-
-    def ours() -> torch.Tensor:
-        return patch_sweep(hm, clean, corrupt, kind="resid_pre", metric=metric)
-
-    def theirs() -> torch.Tensor:
-        _, cache = bridge.run_with_cache(clean)
-        with torch.no_grad():
-            return tlp.get_act_patch_resid_pre(
-                bridge, corrupt, cache, lambda logits: metric(logits[:, -1]).mean()
-            )
-
-    def atp() -> torch.Tensor:
-        return attribution_patch(hm, clean, corrupt, kind="resid_pre", metric=metric)
-
-    with _quiet_transformer_lens():
-        ours_result, atp_result, tl_result = ours(), atp(), theirs()
-        times: dict[str, list[float]] = {"ours": [], "tl": [], "atp": []}
-        for _ in range(repeats):
-            for key, fn in (("ours", ours), ("tl", theirs), ("atp", atp)):
-                seconds, _ = _timed(fn)
-                times[key].append(seconds)
-    ours_s, tl_s = statistics.median(times["ours"]), statistics.median(times["tl"])
-    return {
-        "deceptprobe_s": ours_s,
-        "transformer_lens_s": tl_s,
-        "speedup": tl_s / ours_s,
-        "max_abs_diff": float((ours_result - tl_result).abs().max()),
-        "atp_s": statistics.median(times["atp"]),
-        "atp_pearson_r": pearson_r(atp_result, ours_result),
-    }
+    return _compare(hm, bridge, cfg["d_vocab"], positions, repeats)
 
 
 def _attn_flops(n_heads: int, d_head: int, queries: int, keys: int) -> float:
