@@ -23,6 +23,11 @@ and the same result layout, keyed by TransformerLens names (``blocks.{i}.hook_re
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deceptprobe.runtime.base import ModelLike
+
 import inspect
 import logging
 import warnings
@@ -54,11 +59,11 @@ _SCHEDULES: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[int, int, int]]
 )
 
 
-def _is_tl(model: Any) -> bool:
+def _is_tl(model: ModelLike) -> bool:
     return isinstance(model, nn.Module) and hasattr(model, "hook_dict") and hasattr(model, "hooks")
 
 
-def _is_hf(model: Any) -> bool:
+def _is_hf(model: ModelLike) -> bool:
     try:
         from transformers import PreTrainedModel
     except ImportError:  # pragma: no cover - transformers is a dependency
@@ -252,7 +257,7 @@ class _TLRunner:
         return {n: out[n] for n in self.names}
 
 
-def backend_for(model: Any, tokenizer: Any) -> Any:
+def backend_for(model: ModelLike, tokenizer: Any) -> Any:
     from deceptprobe.organisms.model import Organism
 
     if isinstance(model, Organism):
@@ -279,13 +284,13 @@ def backend_for(model: Any, tokenizer: Any) -> Any:
 
 
 def resolve_hooks(
-    model: Any, hooks: hook_sel.HookSelection, *, layers: Sequence[int] | None = None
+    model: ModelLike, hooks: hook_sel.HookSelection, *, layers: Sequence[int] | None = None
 ) -> list[str]:
     """The exact hook names ``collect(model, ..., hooks=hooks, layers=layers)`` returns, in order."""
     return backend_for(model, None).resolve(hooks, layers)
 
 
-def model_identity(model: Any) -> str:
+def model_identity(model: ModelLike) -> str:
     """A short string naming a model's weights, for activation-store compatibility checks.
 
     Organisms use their card's weights sha256; other models a fingerprint of parameter names,
@@ -307,7 +312,7 @@ def model_identity(model: Any) -> str:
 
 
 def collect(
-    model: Any,
+    model: ModelLike,
     inputs: Any,
     *,
     hooks: hook_sel.HookSelection,
@@ -373,7 +378,7 @@ def collect(
 
 
 def iter_collect(
-    model: Any,
+    model: ModelLike,
     inputs: Any,
     *,
     hooks: hook_sel.HookSelection,

@@ -12,6 +12,11 @@ prompt list is refused.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deceptprobe.runtime.base import ModelLike
+
 import hashlib
 import os
 from collections.abc import Sequence
@@ -27,7 +32,7 @@ from deceptprobe.activations.store import ActivationStore, StoreError
 __all__ = ["cache_to_store"]
 
 
-def _model_dtype(model: Any) -> torch.dtype:
+def _model_dtype(model: ModelLike) -> torch.dtype:
     module = getattr(model, "model", model) if not isinstance(model, torch.nn.Module) else model
     try:
         return next(module.parameters()).dtype
@@ -36,7 +41,7 @@ def _model_dtype(model: Any) -> torch.dtype:
 
 
 def cache_to_store(
-    model: Any,
+    model: ModelLike,
     prompts: Any,
     *,
     hooks: HookSelection,

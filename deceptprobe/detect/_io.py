@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 if TYPE_CHECKING:
     from deceptprobe.detect.detector import Detector
+    from deceptprobe.runtime.base import ModelLike
 
 FORMAT_VERSION = 1
 JSON_NAME, TENSORS_NAME = "detector.json", "detector.safetensors"
@@ -28,7 +29,7 @@ PARAM_NAMES: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def model_info(model: Any) -> dict[str, Any]:
+def model_info(model: ModelLike) -> dict[str, Any]:
     """Kind, name and a weights fingerprint of the model a detector was fitted on."""
     from deceptprobe.activations.collect import model_identity
     from deceptprobe.organisms.model import Organism

@@ -25,6 +25,11 @@ Detectors are saved as ``detector.json`` + ``detector.safetensors`` in a folder 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deceptprobe.runtime.base import ModelLike
+
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -50,7 +55,7 @@ __all__ = ["Detector", "METHODS", "default_trusted_prompts", "model_shape"]
 METHODS = DETECTOR_METHODS
 
 
-def model_shape(model: Any) -> tuple[int, int]:
+def model_shape(model: ModelLike) -> tuple[int, int]:
     """``(n_layers, d_model)`` of a model runtime, a TransformerLens model or a Hugging Face model."""
     from deceptprobe.runtime.base import ModelRuntime
 
@@ -68,7 +73,7 @@ def model_shape(model: Any) -> tuple[int, int]:
     raise TypeError(f"cannot read n_layers / d_model of a {type(model).__name__}")
 
 
-def default_trusted_prompts(model: Any, n: int = 200, *, seed: int = 0) -> list[str]:
+def default_trusted_prompts(model: ModelLike, n: int = 200, *, seed: int = 0) -> list[str]:
     """The organism's own trigger-free *training-split* prompts (trusted clean data).
 
     Raises:
@@ -176,7 +181,7 @@ class Detector:
             )
 
     def _collect(
-        self, model: Any, prompts: Sequence[str], hooks: Sequence[str], tokenizer: Any
+        self, model: ModelLike, prompts: Sequence[str], hooks: Sequence[str], tokenizer: Any
     ) -> dict[str, Tensor]:
         from deceptprobe.activations import collect
 
@@ -191,12 +196,12 @@ class Detector:
             device="cpu",
         )
 
-    def _all_hooks(self, model: Any) -> list[str]:
+    def _all_hooks(self, model: ModelLike) -> list[str]:
         from deceptprobe.activations.collect import resolve_hooks
 
         return resolve_hooks(model, self.hook)
 
-    def _check_model(self, model: Any) -> None:
+    def _check_model(self, model: ModelLike) -> None:
         n_layers, d_model = model_shape(model)
         if (n_layers, d_model) != (self.n_layers_, self.d_model_):
             raise ValueError(
@@ -209,7 +214,7 @@ class Detector:
     # ---------------------------------------------------------------------- fit
     def fit(
         self,
-        model: Any,
+        model: ModelLike,
         prompts: Sequence[str] | None = None,
         labels: ArrayLike | None = None,
         *,
@@ -252,7 +257,9 @@ class Detector:
         self.model_info_ = _io.model_info(model)
         return self
 
-    def _fit_contrast(self, model: Any, prompts: Sequence[str] | None, tokenizer: Any) -> None:
+    def _fit_contrast(
+        self, model: ModelLike, prompts: Sequence[str] | None, tokenizer: Any
+    ) -> None:
         pairs = self.pairs if self.pairs is not None else ContrastPairs.default()
         fit = pairs.fit(model, hook=self.hook, tokenizer=tokenizer, layer=self.layer,
                         batch_size=self.batch_size)  # fmt: skip
@@ -275,7 +282,7 @@ class Detector:
         self.threshold_ = _quantile_threshold(calib, self.fpr)
 
     def _fit_anomaly(
-        self, model: Any, prompts: Sequence[str] | None, hooks: list[str], tokenizer: Any
+        self, model: ModelLike, prompts: Sequence[str] | None, hooks: list[str], tokenizer: Any
     ) -> None:
         if prompts is None:
             prompts = default_trusted_prompts(model, self.n_trusted, seed=self.seed)
@@ -296,7 +303,7 @@ class Detector:
 
     def _fit_supervised(
         self,
-        model: Any,
+        model: ModelLike,
         prompts: Sequence[str] | None,
         labels: ArrayLike | None,
         hooks: list[str],
@@ -374,7 +381,7 @@ class Detector:
         return np.asarray(self.probe_.decision_function(X), dtype=np.float64)
 
     def score(
-        self, prompts: Sequence[str], *, model: Any = None, tokenizer: Any = None
+        self, prompts: Sequence[str], *, model: ModelLike | None = None, tokenizer: Any = None
     ) -> NDArray[np.float64]:
         """One score per prompt, in input order; higher = more suspicious.
 
@@ -407,7 +414,9 @@ class Detector:
         return _io.save(self, Path(path), force=force)
 
     @classmethod
-    def load(cls, path: str | Path, *, model: Any = None, tokenizer: Any = None) -> Detector:
+    def load(
+        cls, path: str | Path, *, model: ModelLike | None = None, tokenizer: Any = None
+    ) -> Detector:
         """Load a saved detector, optionally attaching the model (checked for shape) to score."""
         det = _io.load(cls, Path(path))
         if model is not None:

@@ -23,6 +23,11 @@ subtract the corrupt metric for the estimated effect.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deceptprobe.runtime.base import ModelLike
+
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -35,7 +40,7 @@ from deceptprobe.patching.spec import HOOKS, Kind, PatchSpec, TokensLike, make_s
 
 
 def attribution_patch(
-    model: Any,
+    model: ModelLike,
     clean_tokens: TokensLike,
     corrupt_tokens: TokensLike,
     *,
@@ -133,7 +138,7 @@ def pearson_r(a: Tensor, b: Tensor) -> float:
 
 
 def atp_correlations(
-    model: Any,
+    model: ModelLike,
     clean_tokens: TokensLike,
     corrupt_tokens: TokensLike,
     *,

@@ -17,6 +17,11 @@ summarises the map.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deceptprobe.runtime.base import ModelLike
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +73,7 @@ class LocalisationResult:
 
 
 def localise_trigger(
-    model: Any,
+    model: ModelLike,
     triggered_tokens: TokensLike,
     clean_tokens: TokensLike,
     *,

@@ -48,9 +48,14 @@ Kinds (TransformerLens hook in brackets; result shape):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deceptprobe.runtime.base import ModelLike
+
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from jaxtyping import Float
@@ -75,7 +80,7 @@ _LOGIT_BUDGET = 2**25  # floats of logits per unembedding call
 
 
 def patch_sweep(
-    model: Any,
+    model: ModelLike,
     clean_tokens: TokensLike,
     corrupt_tokens: TokensLike,
     *,
@@ -150,7 +155,11 @@ def patch_sweep(
 
 @torch.no_grad()
 def metric_of_run(
-    model: Any, tokens: TokensLike, metric: Metric, *, logits_at: Literal["last", "all"] = "last"
+    model: ModelLike,
+    tokens: TokensLike,
+    metric: Metric,
+    *,
+    logits_at: Literal["last", "all"] = "last",
 ) -> float:
     """The batch-mean metric of an unpatched run (the clean or corrupt baseline)."""
     model = unwrap_model(model)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deceptprobe.runtime.base import ModelLike
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,7 +32,7 @@ TokensLike = Any  # Int[Tensor, "batch pos"] | Int[Tensor, " pos"] | a BatchEnco
 class PatchSpec:
     """A validated sweep: what to patch, where, on which tokens."""
 
-    model: Any
+    model: ModelLike
     """A TransformerLens model or an :class:`~deceptprobe.runtime.hf.HFModel`."""
     clean: Int[Tensor, "batch pos"]
     corrupt: Int[Tensor, "batch pos"]
@@ -53,7 +58,7 @@ class PatchSpec:
         return [(lay, p) for lay in self.layers for p in self.positions]
 
 
-def unwrap_model(model: Any) -> Any:
+def unwrap_model(model: ModelLike) -> Any:
     """The TransformerLens model inside an :class:`~deceptprobe.organisms.model.Organism`.
 
     A Hugging Face model (or :class:`~deceptprobe.runtime.hf.HFModel`) comes back as an
@@ -85,7 +90,7 @@ class Dims:
     d_mlp: int
 
 
-def dims(model: Any) -> Dims:
+def dims(model: ModelLike) -> Dims:
     """:class:`Dims` of a TransformerLens model (its ``cfg``) or an ``HFModel``."""
     cfg = getattr(model, "cfg", None)
     if cfg is not None:
@@ -120,7 +125,7 @@ def as_token_tensor(tokens: TokensLike, device: torch.device) -> Int[Tensor, "ba
     return t.to(device)
 
 
-def model_device(model: Any) -> torch.device:
+def model_device(model: ModelLike) -> torch.device:
     if hasattr(model, "tokens_device"):
         return model.tokens_device()
     try:
@@ -147,7 +152,7 @@ def _normalise_indices(given: Sequence[int] | None, size: int, what: str, extent
 
 
 def make_spec(
-    model: Any,
+    model: ModelLike,
     clean_tokens: TokensLike,
     corrupt_tokens: TokensLike,
     *,

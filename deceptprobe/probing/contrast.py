@@ -32,6 +32,11 @@ identity of the answer token cancels out of the mean difference.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deceptprobe.runtime.base import ModelLike
+
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -216,7 +221,7 @@ class ContrastPairs:
 
     def activations(
         self,
-        model: Any,
+        model: ModelLike,
         *,
         hook: str = "resid_post",
         tokenizer: Any = None,
@@ -247,7 +252,7 @@ class ContrastPairs:
 
     def fit(
         self,
-        model: Any,
+        model: ModelLike,
         *,
         hook: str = "resid_post",
         tokenizer: Any = None,

@@ -140,3 +140,9 @@ def weights_fingerprint(module: nn.Module) -> str:
         h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
         h.update(t[::step].to("cpu", torch.float64).numpy().tobytes())
     return f"{type(module).__name__}:{h.hexdigest()[:16]}"
+
+
+ModelLike = ModelRuntime | nn.Module
+"""What a public function that runs a model accepts: a :class:`ModelRuntime` (an organism or an
+``HFModel``), or a bare model it wraps (a TransformerLens ``TransformerBridge`` /
+``HookedRootModule``, a Hugging Face ``PreTrainedModel``)."""
