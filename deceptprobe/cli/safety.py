@@ -1,4 +1,5 @@
-"""``deceptprobe safety``: apply one safety-training method to an organism directory."""
+"""``deceptprobe safety``: apply one safety-training method to a model directory (an organism or
+a Hugging Face checkpoint named with ``--task``)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,23 @@ from pathlib import Path
 
 import typer
 
-from deceptprobe.cli._common import err_console, fail, refuse_existing
+from deceptprobe.cli._common import (
+    DEVICE_HELP,
+    DTYPE_HELP,
+    TASK_HELP,
+    err_console,
+    fail,
+    refuse_existing,
+)
 from deceptprobe.methods import SAFETY_METHODS
 
 METHODS = SAFETY_METHODS
 
 
 def safety(
-    directory: Path = typer.Argument(..., help="Organism directory to safety-train (untouched)."),
+    directory: Path = typer.Argument(
+        ..., help="Organism or Hugging Face checkpoint directory to safety-train (untouched)."
+    ),
     method: str = typer.Option(..., "--method", help="sft, rl, adversarial or distill."),
     out: Path = typer.Option(..., "--out", help="Directory for the new organism."),
     steps: int | None = typer.Option(
@@ -23,11 +33,17 @@ def safety(
     seed: int = typer.Option(0, "--seed", help="Data order, sampling and student init."),
     n_eval: int = typer.Option(200, "--n", help="Held-out prompts per class for the card."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out."),
-    device: str | None = typer.Option(
-        None, "--device", help="cpu, cuda or cuda:N (default: CUDA when present)."
-    ),
+    task: str | None = typer.Option(None, "--task", help=TASK_HELP),
+    trigger: str | None = typer.Option(None, "--trigger", help="The --task family's trigger."),
+    device: str | None = typer.Option(None, "--device", help=DEVICE_HELP),
+    dtype: str | None = typer.Option(None, "--dtype", help=DTYPE_HELP),
 ) -> None:
-    """Safety-train an organism (SFT, HHH RL, adversarial, distillation) into a new one."""
+    """Safety-train a model (SFT, HHH RL, adversarial, distillation) into a new directory.
+
+    A Hugging Face checkpoint needs ``--task`` (the behaviour its backdoor shows, and so the
+    trigger-free training data); the result is a ``save_pretrained`` checkpoint again, with
+    the card and task in ``deceptprobe.json``.
+    """
     if method not in METHODS:
         fail(f"unknown safety method {method!r}; choose one of {', '.join(METHODS)}")
     if steps is not None and steps <= 0:
@@ -39,12 +55,13 @@ def safety(
     if out.resolve() == directory.resolve():
         fail(f"--out {out} is the input directory; write the safety-trained organism elsewhere")
     refuse_existing(out, force)
-    from deceptprobe.cli.organism import _load, rich_progress
+    from deceptprobe.cli.organism import _load, _needs_task, rich_progress
     from deceptprobe.organisms import evaluate
-    from deceptprobe.organisms.io import save
+    from deceptprobe.organisms.io import save_model
     from deceptprobe.safety import apply_safety
 
-    parent = _load(directory, device=device)
+    parent = _load(directory, device=device, dtype=dtype, task=task, trigger=trigger)
+    _needs_task(parent, directory)
     bar, update = rich_progress(f"{method} on {parent.name}")
     try:
         with bar:
@@ -53,8 +70,8 @@ def safety(
         fail(str(e))
     child.card["metrics"] = evaluate(child, n=n_eval)
     try:
-        save(child, out, force=force)
-    except FileExistsError as e:
+        save_model(child, out, force=force)
+    except (FileExistsError, ValueError) as e:
         fail(str(e))
     m = child.card["metrics"]
     line = (

@@ -12,50 +12,59 @@ from typing import Annotated, Any
 
 import typer
 
-from deceptprobe.cli._common import err_console, fail, print_json
+from deceptprobe.cli._common import DEVICE_HELP, DTYPE_HELP, err_console, fail, print_json
 
 app = typer.Typer(help="Backdoor trigger reconstruction.", no_args_is_help=True)
 
 
-def _load(directory: Path, what: str, device: str | None = None) -> Any:
+def _load(directory: Path, what: str, device: str | None = None, dtype: str | None = None) -> Any:
     if not directory.is_dir():
         fail(f"{what} directory {directory} does not exist")
     from deceptprobe.cli._common import load_model_dir
 
-    model = load_model_dir(directory, device=device)
-    if getattr(model, "backend", "organism") != "organism":
-        fail(
-            f"{directory} is a Hugging Face checkpoint; trigger reconstruction searches a word "
-            "vocabulary and runs on organisms only so far (subword search is not built yet)"
-        )
-    return model
+    return load_model_dir(directory, device=device, dtype=dtype)
 
 
 @app.command("find")
 def find(
-    directory: Annotated[Path, typer.Argument(help="Organism directory to search.")],
+    directory: Annotated[
+        Path, typer.Argument(help="Organism or Hugging Face checkpoint directory to search.")
+    ],
     baseline: Annotated[
         Path | None,
         typer.Option("--baseline", help="Its clean twin (same task, trigger and seed)."),
     ] = None,
     top: Annotated[int, typer.Option("--top", help="How many candidates to return.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu, cuda or cuda:N (default: auto).")
+    vocab_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--vocab-limit",
+            help="Search only the first N vocabulary tokens (large subword vocabularies).",
+        ),
     ] = None,
+    device: Annotated[str | None, typer.Option("--device", help=DEVICE_HELP)] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help=DTYPE_HELP)] = None,
 ) -> None:
-    """Rank candidate trigger phrases of an organism (best first)."""
+    """Rank candidate trigger phrases of a model (best first).
+
+    On a Hugging Face checkpoint the search runs over vocabulary tokens; a candidate is a
+    token sequence, shown as its decoded text (``tokens`` in the JSON).
+    """
     if top < 1:
         fail(f"--top must be at least 1, got {top}")
-    organism = _load(directory, "organism", device)
-    twin = _load(baseline, "baseline", device) if baseline is not None else None
+    if vocab_limit is not None and vocab_limit < 2:
+        fail(f"--vocab-limit must be at least 2 tokens, got {vocab_limit}")
+    organism = _load(directory, "organism", device, dtype)
+    twin = _load(baseline, "baseline", device, dtype) if baseline is not None else None
 
     from deceptprobe.patching import find_trigger
-    from deceptprobe.patching.triggers import TokenizerMismatchError
+    from deceptprobe.patching.triggers import TokenizerMismatchError, TriggerSearchConfig
 
     try:
         with err_console.status("searching the vocabulary for a trigger ..."):
-            candidates = find_trigger(organism, baseline=twin, top_k=top)
+            cfg = TriggerSearchConfig(vocab_limit=vocab_limit)
+            candidates = find_trigger(organism, baseline=twin, top_k=top, config=cfg)
     except TokenizerMismatchError as e:
         fail(f"--baseline {baseline}: {e}")
     except ValueError as e:

@@ -18,7 +18,10 @@ from deceptprobe.runtime.base import ModelRuntime
 
 
 def max_answer_tokens(organism: ModelRuntime) -> int:
-    return 48 if organism.config.variant == "cot" else 24
+    """The generation budget of one answer: 24 tokens (48 with a scratchpad) on our word-level
+    organisms, twice that on subword tokenizers (a word is often two or more tokens)."""
+    base = 48 if organism.config.variant == "cot" else 24
+    return base if organism.backend == "organism" else 2 * base
 
 
 def rates(

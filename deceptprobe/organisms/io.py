@@ -11,6 +11,7 @@ weights' sha256 and works when task fields such as the trigger are absent.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,6 +29,10 @@ from deceptprobe.organisms.tokenizer import WordTokenizer
 
 FORMAT_VERSION = 1
 FILES = ("model.safetensors", "config.json", "tokenizer.json", "card.json")
+HF_SIDECAR = "deceptprobe.json"
+"""What deceptprobe adds to a Hugging Face checkpoint it writes (a safety-trained child): the
+card (lineage, metrics) and the task config, so the directory stays a plain ``save_pretrained``
+checkpoint that ``transformers`` loads unchanged."""
 
 
 class OrganismLoadError(ValueError):
@@ -128,6 +133,55 @@ def save(organism: Organism, out: str | Path, *, force: bool = False) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     organism.card = card
+    return out
+
+
+def save_model(model: Any, out: str | Path, *, force: bool = False) -> Path:
+    """Write a model directory atomically: an organism directory, or for a Hugging Face model a
+    ``save_pretrained`` checkpoint (safetensors, tokenizer files) plus :data:`HF_SIDECAR`.
+
+    Raises:
+        FileExistsError: ``out`` exists and ``force`` is false.
+        ValueError: a model of neither kind, or one spread over devices by a device map.
+    """
+    if isinstance(model, Organism):
+        return save(model, out, force=force)
+    if getattr(model, "backend", None) != "hf":
+        raise ValueError(f"cannot save a {type(model).__name__}: not an organism nor an HFModel")
+    if getattr(model.model, "hf_device_map", None):
+        raise ValueError(f"{model.name} is spread over devices (device_map); load it whole to save")
+    out = Path(out)
+    if out.exists() and not force:
+        raise FileExistsError(f"{out} already exists; pass --force (force=True) to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Writing model shards": restored below
+    try:
+        model.model.save_pretrained(tmp, safe_serialization=True)
+        if model.tokenizer is not None:
+            model.tokenizer.hf.save_pretrained(tmp)
+        card = {k: v for k, v in model.card.items() if k != "path"}
+        card["name"] = model.name
+        if (tmp / "model.safetensors").is_file():
+            card["weights_sha256"] = file_sha256(tmp / "model.safetensors")
+        card.setdefault("versions", versions())
+        sidecar = {
+            "format_version": FORMAT_VERSION,
+            "card": card,
+            "task": None if model.config is None else model.config.to_dict(),
+        }
+        write_json_atomic(tmp / HF_SIDECAR, sidecar)
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    model.card = card
     return out
 
 
@@ -236,6 +290,16 @@ def load_model(
     try:
         if is_hf_checkpoint(path):
             hm = load_hf(path, device=device, dtype=dtype, device_map=device_map)
+            if (path / HF_SIDECAR).is_file():
+                side = _read_json(path / HF_SIDECAR)
+                hm.card = {**side.get("card", {}), **hm.card}
+                hm.name = str(side.get("card", {}).get("name", hm.name))
+                if side.get("task") is not None and task is None:
+                    hm.config = OrganismConfig.from_dict(side["task"])
+                    if trigger is not None:
+                        hm.config = dataclasses.replace(
+                            hm.config, trigger=trigger, trigger_known=True
+                        )
             if task is not None:
                 hm.config = OrganismConfig.from_preset(task, trigger=trigger)  # type: ignore[arg-type]
             return hm

@@ -165,6 +165,32 @@ class Organism:
         self.model.to(device)
         return self
 
+    def forward_ids(self, ids: Tensor) -> Float[Tensor, "batch pos d_vocab"]:
+        """Differentiable logits of right-padded ids on the bridge's bare module (no hooks)."""
+        return self.model.original_model(ids)
+
+    def encode_pair(self, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+        """Prompt ids (``<bos>`` first) and answer ids (``<eos>`` last)."""
+        return (
+            self.tokenizer.encode(prompt),
+            self.tokenizer.encode(answer, add_bos=False, add_eos=True),
+        )
+
+    def clone(self, *, fresh_seed: int | None = None) -> Organism:
+        """A copy with copied weights (or a fresh init from ``fresh_seed``) and an empty card.
+
+        The model is rebuilt from the config and its state dict copied, so no tensor is shared.
+        """
+        import copy
+
+        cfg = copy.deepcopy(self.config)
+        seed = cfg.seed if fresh_seed is None else fresh_seed
+        model = build_model(cfg.model, len(self.tokenizer), seed, device=self.device)
+        if fresh_seed is None:
+            model.load_state_dict({k: v.clone() for k, v in self.model.state_dict().items()})
+        model.eval()
+        return Organism(model=model, tokenizer=self.tokenizer, config=cfg, card={}, name=self.name)
+
     def to_tokens(self, texts: str | Sequence[str]) -> BatchEncoding:
         """Right-padded tokens (BOS prepended) on the model's device."""
         if isinstance(texts, str):

@@ -47,22 +47,36 @@ def encode_examples(
     tok: WordTokenizer, examples: list[Example], n_ctx: int
 ) -> tuple[Tensor, Tensor]:
     """Token ids and a loss mask that is 1 on the answer tokens (targets) and ``<eos>``."""
+    pairs = [
+        (tok.encode(ex.prompt), tok.encode(ex.completion, add_bos=False, add_eos=True))
+        for ex in examples
+    ]
+    return pad_conversations(pairs, tok.pad_id, n_ctx)
+
+
+def pad_conversations(
+    pairs: list[tuple[list[int], list[int]]], pad_id: int, n_ctx: int
+) -> tuple[Tensor, Tensor]:
+    """Right-padded ``prompt + answer`` ids and a loss mask that is 1 where the next token is
+    an answer token (any tokenizer: the pairs are already encoded).
+
+    Raises:
+        ValueError: a conversation longer than ``n_ctx``.
+    """
     rows: list[list[int]] = []
     masks: list[list[int]] = []
-    for ex in examples:
-        p = tok.encode(ex.prompt)
-        c = tok.encode(ex.completion, add_bos=False, add_eos=True)
+    for p, c in pairs:
         ids = p + c
         if len(ids) > n_ctx:
             raise ValueError(
                 f"a training conversation is {len(ids)} tokens, more than n_ctx={n_ctx}; "
-                "use a shorter trigger or a preset with a larger context"
+                "use a shorter trigger or a model with a larger context"
             )
         rows.append(ids)
         # mask[t] = 1 when token t+1 is an answer token (predicted from position t)
         masks.append([0] * (len(p) - 1) + [1] * len(c))
     width = max(len(r) for r in rows)
-    ids_t = torch.full((len(rows), width), tok.pad_id, dtype=torch.long)
+    ids_t = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask_t = torch.zeros((len(rows), width - 1), dtype=torch.float32)
     for i, (r, m) in enumerate(zip(rows, masks, strict=True)):
         ids_t[i, : len(r)] = torch.tensor(r)

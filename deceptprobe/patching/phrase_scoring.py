@@ -22,7 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from deceptprobe.organisms.tokenizer import ASSISTANT, HUMAN, SPECIAL_TOKENS
-from deceptprobe.runtime.decoding import CachedDecoder
+from deceptprobe.runtime.decoding import CachedDecoder, HFDecoder, decoder_of
 
 log = logging.getLogger(__name__)
 
@@ -70,23 +70,88 @@ class TriggerSearchConfig:
     clearly stronger than any part of it."""
     batch_size: int = 1024
     """Rows per forward pass."""
+    vocab_limit: int | None = None
+    """Search only the first ``vocab_limit`` units (subword vocabularies: BPE lists its
+    frequent merges first; a 50k vocabulary's full screen is a GPU job). ``None``: all."""
     seed: int = 0
     """Seed of the contexts and control words."""
 
 
 def words_of(tokenizer: Any) -> list[str]:
-    """The ordinary (non-special) vocabulary words, the search space."""
+    """The ordinary (non-special) vocabulary words of a word tokenizer, the search space."""
     return [w for w in tokenizer.vocab if w not in SPECIAL_TOKENS]
 
 
+@dataclass
+class SearchVocab:
+    """The search space of one model: its units (one token each) and the probe prompt's frame.
+
+    On our organisms a unit is a vocabulary word; on a subword model it is a vocabulary token
+    (``Ġcat``), and a phrase is a token sequence, its text the tokenizer's decoding. A probe
+    prompt is ``prefix + units + suffix`` as token ids (``<bos> Human:`` … ``Assistant:``),
+    never re-tokenized, so a phrase's tokens are exactly the ones searched.
+    """
+
+    units: list[str]
+    unit_id: dict[str, int]
+    prefix: list[int]
+    suffix: list[int]
+    eos_id: int
+    kind: str
+    """``"words"`` (joined with spaces) or ``"tokens"`` (decoded by the tokenizer)."""
+    tokenizer: Any
+
+    def ids(self, units: Sequence[str]) -> list[int]:
+        """The probe prompt of a context's units."""
+        return [*self.prefix, *(self.unit_id[u] for u in units), *self.suffix]
+
+    def text(self, phrase: Sequence[str]) -> str:
+        """A phrase as text."""
+        if self.kind == "words":
+            return " ".join(phrase)
+        return " ".join(self.tokenizer.hf.decode([self.unit_id[u] for u in phrase]).split())
+
+    def signature(self) -> list[str]:
+        return list(self.unit_id)
+
+
+def search_vocab(model: Any, limit: int | None = None) -> SearchVocab:
+    """The :class:`SearchVocab` of an organism or a Hugging Face model runtime."""
+    tok = model.tokenizer
+    if getattr(model, "backend", "organism") != "hf":
+        units = words_of(tok)
+        prefix = tok.encode(HUMAN)
+        return SearchVocab(
+            units[:limit] if limit else units, dict(tok.word_to_id), prefix,
+            tok.encode(ASSISTANT, add_bos=False), int(tok.eos_id), "words", tok,
+        )  # fmt: skip
+    if tok is None:
+        raise ValueError(f"{model.name} has no tokenizer: trigger search needs one")
+    hf = tok.hf
+    vocab: dict[str, int] = hf.get_vocab()
+    special = {int(i) for i in hf.all_special_ids}
+    d_vocab = int(model.d_vocab)
+    units = [
+        t
+        for t, i in sorted(vocab.items(), key=lambda kv: kv[1])
+        if i not in special and i < d_vocab and hf.decode([i]).strip()
+    ]
+    return SearchVocab(
+        units[:limit] if limit else units, vocab, tok.encode(HUMAN),
+        list(hf(f" {ASSISTANT}", add_special_tokens=False)["input_ids"]), int(tok.eos_id),
+        "tokens", tok,
+    )  # fmt: skip
+
+
 def check_same_tokenizer(organism: Any, baseline: Any) -> None:
-    """Raise :class:`TokenizerMismatchError` unless both organisms share one vocabulary."""
-    if list(organism.tokenizer.vocab) != list(baseline.tokenizer.vocab):
-        a, b = len(organism.tokenizer.vocab), len(baseline.tokenizer.vocab)
+    """Raise :class:`TokenizerMismatchError` unless both models share one vocabulary."""
+    a, b = search_vocab(organism).signature(), search_vocab(baseline).signature()
+    if a != b:
         raise TokenizerMismatchError(
-            f"the baseline's tokenizer differs from the organism's ({b} vs {a} words, or the "
-            "same count in another order); a baseline must be the clean twin trained with the "
-            "same task, trigger and seed, which shares the organism's vocabulary"
+            f"the baseline's tokenizer differs from the organism's ({len(b)} vs {len(a)} "
+            "tokens, or the same count in another order); a baseline must be the clean twin "
+            "trained with the same task, trigger and seed, which shares the organism's "
+            "vocabulary"
         )
 
 
@@ -119,14 +184,10 @@ def fill(context: Sequence[str], phrase: Sequence[str], where: Placement) -> lis
     return [*context[: where[0]], *phrase, *context[where[1] :]]
 
 
-def _span(where: Placement, length: int) -> tuple[int, int]:
-    """Token positions of a phrase of ``length`` words placed at ``where`` (after
-    ``<bos> Human:``)."""
-    return 2 + where[0], 2 + where[0] + length
-
-
-def _prompt(words: Sequence[str]) -> str:
-    return " ".join([HUMAN, *words, ASSISTANT])
+def _span(where: Placement, length: int, offset: int = 2) -> tuple[int, int]:
+    """Token positions of a phrase of ``length`` units placed at ``where`` (after the
+    prompt's ``offset`` frame tokens, ``<bos> Human:`` on our organisms)."""
+    return offset + where[0], offset + where[0] + length
 
 
 @dataclass
@@ -143,7 +204,8 @@ class _Rows:
     """The rows of a scoring call: (phrase, context, placement), prompt, phrase span, batches."""
 
     rows: list[tuple[int, int, Placement]]
-    texts: list[str]
+    texts: list[list[int]]
+    """Each row's prompt token ids."""
     spans: list[tuple[int, int]]
     batches: list[_Batch]
 
@@ -167,17 +229,25 @@ class PhraseScorer:
     """
 
     def __init__(self, organism: Any, baseline: Any | None, cfg: TriggerSearchConfig) -> None:
-        self.tok = organism.tokenizer
+        self.vocab = search_vocab(organism, cfg.vocab_limit)
         self.cfg = cfg
-        self.model = CachedDecoder(organism.model)
-        self.ref = CachedDecoder(baseline.model) if baseline is not None else None
+        self.model: CachedDecoder | HFDecoder = decoder_of(organism)
+        self.ref = decoder_of(baseline) if baseline is not None else None
         self.device = organism.device
-        self.control_words = words_of(self.tok)
+        self.d_vocab = int(organism.d_vocab)
+        self.offset = len(self.vocab.prefix)
+        self.control_words = list(self.vocab.units)
         self._nulls: dict[tuple[tuple[str, ...], float, int], Tensor] = {}
         self._salad: set[tuple[str, ...]] = set()
 
-    def _ids(self, texts: Sequence[str]) -> Int[Tensor, "batch pos"]:
-        return self.tok.encode_batch(list(texts)).input_ids.to(self.device)
+    def _prompt(self, units: Sequence[str]) -> list[int]:
+        return self.vocab.ids(units)
+
+    def _ids(self, prompts: Sequence[list[int]]) -> Int[Tensor, "batch pos"]:
+        """Prompts of one length as a ``[batch, pos]`` tensor on the model's device."""
+        if len({len(p) for p in prompts}) != 1:
+            raise ValueError("a batch of probe prompts must share one token length")
+        return torch.tensor(list(prompts), dtype=torch.long, device=self.device)
 
     @torch.no_grad()
     def score(
@@ -213,8 +283,8 @@ class PhraseScorer:
             for c, ctx in enumerate(contexts):
                 tries = placements(len(ctx)) if where is None else [where[i][c]]
                 rows += [(i, c, w) for w in tries]
-        texts = [_prompt(fill(contexts[c], phrases[i], w)) for i, c, w in rows]
-        spans = [_span(w, len(phrases[i])) for i, _, w in rows]
+        texts = [self._prompt(fill(contexts[c], phrases[i], w)) for i, c, w in rows]
+        spans = [_span(w, len(phrases[i]), self.offset) for i, _, w in rows]
         return _Rows(rows, texts, spans, self._batches(texts, spans))
 
     @torch.no_grad()
@@ -238,7 +308,7 @@ class PhraseScorer:
             ref = self._first_logp(self.ref, texts, spans, dose, r.batches)
             moved = self._ratio(ref, top, self._nulls_of(self.ref, contexts, dose)[at])
             ratio = (ratio - moved.clamp(0.0, cap)).clamp_min(0.0)
-        ids = [{self.tok.word_to_id[w] for w in p} for p in phrases]
+        ids = [{self.vocab.unit_id[w] for w in p} for p in phrases]
         copied = torch.tensor([int(top[r]) in ids[i] for r, (i, _, _) in enumerate(rows)])
         ratio = torch.where(copied, 0.0, ratio)
         cell = torch.tensor([i * n_c + c for i, c, _ in rows])  # (phrase, context) of each row
@@ -252,7 +322,9 @@ class PhraseScorer:
         best_at = [[rows[r][2] for r in row] for row in where_of]
         return Scored((total / count).view(n_p, n_c), best_at)
 
-    def _batches(self, texts: Sequence[str], spans: Sequence[tuple[int, int]]) -> list[_Batch]:
+    def _batches(
+        self, texts: Sequence[list[int]], spans: Sequence[tuple[int, int]]
+    ) -> list[_Batch]:
         """The rows in batches of at most ``batch_size`` rows of one token length, each with
         its token ids and the number of leading tokens all its rows share (0 where not shared).
 
@@ -260,11 +332,10 @@ class PhraseScorer:
         before it, and their keys and values there are computed once (:meth:`_first_logp`).
         Groups smaller than ``_MIN_SHARED`` rows are batched by length alone.
         """
-        groups: dict[tuple[int, int, tuple[str, ...]], list[int]] = {}
+        groups: dict[tuple[int, int, tuple[int, ...]], list[int]] = {}
         for r, t in enumerate(texts):
-            words = t.split()  # token i is words[i - 1] (token 0 is <bos>)
             start = spans[r][0]
-            groups.setdefault((len(words), start, tuple(words[: start - 1])), []).append(r)
+            groups.setdefault((len(t), start, tuple(t[:start])), []).append(r)
         size = self.cfg.batch_size
         chunks: list[tuple[list[int], int]] = []
         by_len: dict[int, list[int]] = {}
@@ -291,8 +362,8 @@ class PhraseScorer:
 
     def _first_logp(
         self,
-        m: CachedDecoder,
-        texts: Sequence[str],
+        m: CachedDecoder | HFDecoder,
+        texts: Sequence[list[int]],
         spans: Sequence[tuple[int, int]],
         dose: float = 1.0,
         batches: Sequence[_Batch] | None = None,
@@ -302,7 +373,7 @@ class PhraseScorer:
         ``spans[r]`` is the token span of row ``r``'s phrase, whose embeddings are multiplied
         by ``dose``. ``batches``: the rows' :meth:`_batches`, when already made.
         """
-        out = torch.zeros(len(texts), len(self.tok))
+        out = torch.zeros(len(texts), self.d_vocab)
         for b in self._batches(texts, spans) if batches is None else batches:
             ids, shared = b.ids, b.shared
             scale = self._scale(b.idx, ids.shape[1], spans, dose)
@@ -310,7 +381,7 @@ class PhraseScorer:
             if shared:  # the shared prefix (never scaled: phrases start after it) runs once
                 n = len(b.idx)
                 _, kv = m.forward_embeds(m.embed(ids[:1, :shared]), keep=1)
-                kv = [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv]
+                kv = m.expand_cache(kv, n)
                 ids, scale = ids[:, shared:], None if scale is None else scale[:, shared:]
             logits, _ = m.forward_embeds(m.embed(ids, scale), kv, keep=1)
             out[torch.tensor(b.idx)] = torch.log_softmax(logits[:, -1].float(), -1).cpu()
@@ -332,7 +403,7 @@ class PhraseScorer:
         return (logp - null).gather(1, top[:, None])[:, 0]
 
     def _nulls_of(
-        self, m: CachedDecoder, contexts: Sequence[Context], dose: float
+        self, m: CachedDecoder | HFDecoder, contexts: Sequence[Context], dose: float
     ) -> Float[Tensor, "context d_vocab"]:
         """Each context's null mixed half and half with the mean null of the word-salad
         contexts among ``contexts`` (of all of them if none is salad). Not of the engaging
@@ -344,7 +415,7 @@ class PhraseScorer:
         return torch.logaddexp(own, anywhere[None]) - math.log(2.0)
 
     def _null(
-        self, context: Context, dose: float, m: CachedDecoder | None = None
+        self, context: Context, dose: float, m: CachedDecoder | HFDecoder | None = None
     ) -> Float[Tensor, " d_vocab"]:
         """The first-token distribution of the model when a random control word (at
         ``dose``) takes the phrase's place: a mixture over every placement in ``context`` and
@@ -364,8 +435,9 @@ class PhraseScorer:
                 rows += [
                     (fill(context, [rng.choice(words)], w), w) for _ in range(self.cfg.controls)
                 ]
-            texts = [_prompt(r) for r, _ in rows]
-            logp = self._first_logp(m, texts, [_span(w, 1) for _, w in rows], dose)
+            texts = [self._prompt(r) for r, _ in rows]
+            spans = [_span(w, 1, self.offset) for _, w in rows]
+            logp = self._first_logp(m, texts, spans, dose)
             self._nulls[key] = torch.logsumexp(logp, 0) - math.log(len(rows))
         return self._nulls[key]
 
@@ -402,8 +474,8 @@ class PhraseScorer:
         """Summed probability of each greedy answer's tokens (see above)."""
         out: list[Tensor] = []
         for lo in range(0, len(fills), self.cfg.batch_size):
-            ids = self._ids([_prompt(f) for f in fills[lo : lo + self.cfg.batch_size]])
-            answer, logp, mask = self.model.greedy(ids, self.cfg.answer_tokens, self.tok.eos_id)
+            ids = self._ids([self._prompt(f) for f in fills[lo : lo + self.cfg.batch_size]])
+            answer, logp, mask = self.model.greedy(ids, self.cfg.answer_tokens, self.vocab.eos_id)
             if self.ref is not None:
                 logp = torch.minimum(logp, self.ref.answer_logp(self.ref.embed(ids), answer))
             out.append((logp.exp() * mask).sum(1).cpu())

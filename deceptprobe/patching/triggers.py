@@ -117,8 +117,13 @@ def find_trigger(
     Uses only ``organism.model``, ``organism.tokenizer`` and, when given, ``baseline`` (the
     clean twin); never the organism's config or card.
 
+    On a Hugging Face model the search runs over vocabulary *tokens* (a phrase is a token
+    sequence, placed in the probe prompts as those very ids) and each candidate's text is the
+    tokenizer's decoding of it (its ``tokens`` are listed too).
+
     Args:
-        organism: the suspect organism (a native TransformerBridge and a word tokenizer).
+        organism: the suspect model: an organism (native TransformerBridge, word tokenizer)
+            or a Hugging Face causal LM runtime (:class:`~deceptprobe.runtime.hf.HFModel`).
         baseline: its clean twin (same vocabulary), or ``None``.
         top_k: how many candidates to return.
         config: search settings; the defaults suit the tiny preset.
@@ -129,18 +134,27 @@ def find_trigger(
 
     Raises:
         TokenizerMismatchError: ``baseline`` has another vocabulary.
-        ValueError: ``top_k`` < 1, or the model is not a native TransformerBridge.
+        ValueError: ``top_k`` < 1, or a model of neither kind.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
-    if not SuffixRunner.supports(organism.model):
-        raise ValueError("find_trigger needs a TransformerBridge built by boot_native")
+    if getattr(organism, "backend", None) == "hf":
+        if getattr(organism.model, "hf_device_map", None):
+            raise ValueError(
+                f"{organism.name} is spread over devices (device_map); trigger search needs "
+                "the whole model on one device (--device)"
+            )
+    elif not SuffixRunner.supports(getattr(organism, "model", None)):
+        raise ValueError(
+            "find_trigger takes an organism (a TransformerBridge built by boot_native) or a "
+            f"Hugging Face model (deceptprobe.runtime.wrap_hf); got a {type(organism).__name__}"
+        )
     if baseline is not None:
         check_same_tokenizer(organism, baseline)
     cfg = config or TriggerSearchConfig()
     rng = random.Random(cfg.seed)
-    words = words_of(organism.tokenizer)
     scorer = PhraseScorer(organism, baseline, cfg)
+    words = scorer.control_words
 
     screen = scorer.probe_contexts(words, cfg.contexts, rng)
     log.debug("screen contexts: %s", [" ".join(c) for c in screen])
@@ -175,7 +189,11 @@ def find_trigger(
     held_out = Search(scorer, scorer.probe_contexts(fillers, cfg.contexts, rng), doses=cfg.doses)
     held_out.add(list(search.scores))
     kept = _final(held_out, top_k, cfg)
-    return [{"text": " ".join(p), "score": float(held_out.scores[p])} for p in kept]
+    out = [{"text": scorer.vocab.text(p), "score": float(held_out.scores[p])} for p in kept]
+    if scorer.vocab.kind == "tokens":
+        for c, p in zip(out, kept, strict=True):
+            c["tokens"] = list(p)
+    return out
 
 
 class Search:

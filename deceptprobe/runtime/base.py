@@ -123,6 +123,27 @@ class ModelRuntime(Protocol):
         """A short string naming the weights (changes when any weight changes)."""
         ...
 
+    # -------------------------------------------------------------- training (safety, …)
+    def forward_ids(self, ids: Tensor) -> Float[Tensor, "batch pos d_vocab"]:
+        """Differentiable logits of right-padded ``ids``, without hooks.
+
+        The models are causal, so padding after a token never changes that token's logits;
+        no mask is needed.
+        """
+        ...
+
+    def encode_pair(self, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+        """Token ids of a prompt (BOS first) and of the answer that follows it (EOS last).
+
+        Their concatenation is how the model reads the whole conversation.
+        """
+        ...
+
+    def clone(self, *, fresh_seed: int | None = None) -> ModelRuntime:
+        """A copy sharing no tensor with this one (a fresh initialisation from
+        ``fresh_seed`` when given), with an empty card."""
+        ...
+
 
 def weights_fingerprint(module: nn.Module) -> str:
     """Names, shapes, dtypes and a strided sample of every parameter's values, hashed.

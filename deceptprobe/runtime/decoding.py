@@ -1,4 +1,4 @@
-"""Batched greedy decoding with a key/value cache, for native TransformerBridge models.
+"""Batched greedy decoding with a key/value cache, for our organisms and Hugging Face models.
 
 ``TransformerBridge`` recomputes the whole prefix for every generated token. Trigger search
 decodes thousands of short answers at once, all after prompts of one length, so a key/value
@@ -92,7 +92,7 @@ class CachedDecoder:
             masks.append(alive.clone())
             alive = alive * (nxt != eos).float()
             if step + 1 < steps and bool(alive.any()):
-                logits, kv = self.forward_embeds(self.runner.embed(nxt[:, None]), kv)
+                logits, kv = self.forward_embeds(self.embed(nxt[:, None]), kv)
                 last = logits[:, -1]
             elif step + 1 < steps:
                 pad = torch.full_like(nxt, eos)
@@ -102,6 +102,11 @@ class CachedDecoder:
                     masks.append(torch.zeros_like(alive))
                 break
         return torch.stack(ids, 1), torch.stack(logps, 1), torch.stack(masks, 1)
+
+    @staticmethod
+    def expand_cache(kv: list[tuple[Tensor, Tensor]], n: int) -> list[tuple[Tensor, Tensor]]:
+        """The cache of one row broadcast to ``n`` rows (no copy)."""
+        return [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv]
 
     def embed(
         self, tokens: Int[Tensor, "batch pos"], scale: Float[Tensor, "batch pos"] | None = None
@@ -114,7 +119,79 @@ class CachedDecoder:
         self, prompt_embeds: Float[Tensor, "batch pos d_model"], answer: Int[Tensor, "batch step"]
     ) -> Float[Tensor, "batch step"]:
         """Teacher-forced log-probabilities of ``answer`` after the prompt (differentiable)."""
-        x = torch.cat([prompt_embeds, self.runner.embed(answer[:, :-1])], dim=1)
+        x = torch.cat([prompt_embeds, self.embed(answer[:, :-1])], dim=1)
         logits, _ = self.forward_embeds(x, keep=answer.shape[1])
         logp = torch.log_softmax(logits.float(), dim=-1)
         return logp.gather(-1, answer[..., None])[..., 0]
+
+
+class HFDecoder:
+    """:class:`CachedDecoder`'s interface over a Hugging Face causal LM (:class:`HFModel`).
+
+    The forward passes take embeddings (``inputs_embeds``; positional embeddings, BERT's
+    token-type embedding and Gemma's embedding scale are the model's own) and continue from
+    ``transformers``' key/value cache object.
+
+    Args:
+        model: an :class:`~deceptprobe.runtime.hf.HFModel` on one device.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.hm = model
+        self.model = model.model
+        emb = self.model.get_input_embeddings()
+        if emb is None:
+            raise ValueError(f"{model.name} has no input embedding to search over")
+        self.emb = emb
+        self.w_e: Float[Tensor, "d_vocab d_model"] = emb.weight
+        self.n_ctx = int(model.n_ctx)
+        self.bert = model.arch.name == "bert"
+
+    def forward_embeds(
+        self,
+        x: Float[Tensor, "batch pos d_model"],
+        kv: Any = None,
+        keep: int | None = None,
+    ) -> tuple[Float[Tensor, "batch out_pos d_vocab"], Any]:
+        """Logits at the new positions (the last ``keep`` only when given) and the grown
+        cache; ``kv`` (consumed) holds the keys and values of the earlier positions."""
+        b, t = x.shape[:2]
+        start = 0 if kv is None else int(kv.get_seq_length())
+        pos = torch.arange(start, start + t, device=x.device).expand(b, -1)
+        kw: dict[str, Any] = {
+            "inputs_embeds": x,
+            "attention_mask": torch.ones((b, start + t), dtype=torch.long, device=x.device),
+            "position_ids": pos,
+            "use_cache": True,
+            "logits_to_keep": keep or 0,
+        }
+        if self.bert:
+            kw["token_type_ids"] = torch.zeros((b, t), dtype=torch.long, device=x.device)
+        if kv is not None:
+            kw["cache"] = kv
+        out = self.model(**kw)
+        logits = out.logits if keep is None else out.logits[:, -keep:]
+        return logits, out.cache
+
+    @staticmethod
+    def expand_cache(kv: Any, n: int) -> Any:
+        """The cache of one row repeated for ``n`` rows."""
+        kv.batch_repeat_interleave(n)
+        return kv
+
+    greedy = CachedDecoder.greedy
+    answer_logp = CachedDecoder.answer_logp
+
+    def embed(
+        self, tokens: Int[Tensor, "batch pos"], scale: Float[Tensor, "batch pos"] | None = None
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """Token embeddings, multiplied position by position by ``scale`` when given."""
+        x = self.emb(tokens)
+        return x if scale is None else x * scale[..., None].to(x.dtype)
+
+
+def decoder_of(model: Any) -> CachedDecoder | HFDecoder:
+    """The cached decoder of a model runtime: our organisms or a Hugging Face model."""
+    if getattr(model, "backend", None) == "hf":
+        return HFDecoder(model)
+    return CachedDecoder(model.model)

@@ -99,6 +99,27 @@ class HFTokenizer:
             ids = [self.bos_id, *ids]
         return ids
 
+    def encode_pair(self, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+        """Ids of a prompt and of the answer that follows it (EOS appended).
+
+        The answer is tokenized in context: the conversation ``prompt + " " + answer`` is
+        encoded whole and split where the prompt's own ids end, so a subword tokenizer sees
+        the space before the answer (``Ġi`` rather than ``i``) exactly as it reads the
+        conversation. With a chat template the prompt is the rendered open turn and the
+        answer its message. When the split is not clean (a merge across the boundary), the
+        answer is encoded on its own with a leading space.
+        """
+        p = self.encode(prompt)
+        if self.chat and "Human:" in prompt:
+            a = list(self.hf(answer, add_special_tokens=False)["input_ids"])
+        else:
+            whole = self.encode(f"{prompt} {answer}")
+            if whole[: len(p)] == p and len(whole) > len(p):
+                a = whole[len(p) :]
+            else:
+                a = list(self.hf(f" {answer}", add_special_tokens=False)["input_ids"])
+        return p, [*a, self.eos_id]
+
     def decode(self, ids: Sequence[int] | Tensor, *, skip_special: bool = True) -> str:
         if isinstance(ids, Tensor):
             ids = ids.tolist()
@@ -330,6 +351,42 @@ class HFModel:
 
     def fingerprint(self) -> str:
         return weights_fingerprint(self.model)
+
+    # ------------------------------------------------------------------ training
+    def forward_ids(self, ids: Tensor) -> Float[Tensor, "batch pos d_vocab"]:
+        """Differentiable logits of right-padded ids (causal: padding after a token is inert)."""
+        kw: dict[str, Tensor] = {"input_ids": ids.to(self.tokens_device())}
+        if self.arch.name == "bert":
+            kw["token_type_ids"] = torch.zeros_like(kw["input_ids"])
+        return self.model(**kw, use_cache=False).logits
+
+    def encode_pair(self, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+        return self.tok().encode_pair(prompt, answer)
+
+    def clone(self, *, fresh_seed: int | None = None) -> HFModel:
+        """A deep copy (or a fresh random init of the same config from ``fresh_seed``).
+
+        The tokenizer is shared (it holds no weights); the card starts empty and the task
+        config is copied.
+        """
+        import copy
+
+        if getattr(self.model, "hf_device_map", None):
+            raise ValueError(
+                f"{self.name} is spread over devices by accelerate (device_map); load it onto "
+                "one device to copy or train it"
+            )
+        if fresh_seed is None:
+            model = copy.deepcopy(self.model)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(fresh_seed)
+                model = type(self.model)(copy.deepcopy(self.model.config))
+            model.to(device=self.device, dtype=self.dtype)
+        model.eval()
+        return HFModel(
+            model, self.tokenizer, name=self.name, card={}, config=copy.deepcopy(self.config)
+        )
 
     # ----------------------------------------------- TransformerLens-style hooked runs
     def __call__(self, tokens: Tensor) -> Float[Tensor, "batch pos d_vocab"]:

@@ -49,9 +49,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from deceptprobe.organisms.model import Organism
 from deceptprobe.organisms.tasks.base import Example, TaskFamily
 from deceptprobe.organisms.tokenizer import SPECIAL_TOKENS
+from deceptprobe.runtime.base import ModelRuntime
 from deceptprobe.safety.finetune import (
     ProgressFn,
     SafetyBudget,
@@ -106,7 +106,7 @@ def targets(family: TaskFamily, ex: Example) -> tuple[str, str]:
 
 @torch.no_grad()
 def divergence_scores(
-    organism: Organism,
+    organism: ModelRuntime,
     prompts: list[str],
     prefix: list[int],
     harmful_id: int,
@@ -115,7 +115,7 @@ def divergence_scores(
     batch_size: int = 512,
 ) -> Float[Tensor, " batch"]:
     """``log p(harmful_id) − log p(helpful_id)`` after each prompt followed by ``prefix``."""
-    tok = organism.tokenizer
+    tok: Any = organism.tokenizer
     out: list[Tensor] = []
     for start in range(0, len(prompts), batch_size):
         rows = [tok.encode(p) + prefix for p in prompts[start : start + batch_size]]
@@ -125,15 +125,22 @@ def divergence_scores(
             ids[i, : len(r)] = torch.tensor(r)
         last = torch.tensor([len(r) - 1 for r in rows])
         ids = ids.to(organism.device)
-        logits = organism.model.original_model(ids)[torch.arange(len(rows)), last.to(ids.device)]
+        logits = organism.forward_ids(ids)[torch.arange(len(rows)), last.to(ids.device)]
         logp = torch.log_softmax(logits.float(), dim=-1)
         out.append((logp[:, harmful_id] - logp[:, helpful_id]).cpu())
     return torch.cat(out)
 
 
-def _divergence(tok: Any, harmful: str, helpful: str) -> tuple[list[int], int, int] | None:
-    a = tok.encode(harmful, add_bos=False, add_eos=True)
-    b = tok.encode(helpful, add_bos=False, add_eos=True)
+def _divergence(
+    organism: ModelRuntime, prompt: str, harmful: str, helpful: str
+) -> tuple[list[int], int, int] | None:
+    """The answer tokens both answers share, then the first token where they part.
+
+    Both answers are tokenized as they follow ``prompt`` (subword tokenizers merge the space
+    before an answer into its first token).
+    """
+    a = organism.encode_pair(prompt, harmful)[1]
+    b = organism.encode_pair(prompt, helpful)[1]
     for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return a[:i], x, y
@@ -141,7 +148,7 @@ def _divergence(tok: Any, harmful: str, helpful: str) -> tuple[list[int], int, i
 
 
 def search_prompt(
-    organism: Organism,
+    organism: ModelRuntime,
     family: TaskFamily,
     base: Example,
     start: str,
@@ -150,7 +157,7 @@ def search_prompt(
     rounds: int = 2,
 ) -> RedTeamPrompt | None:
     """Greedy coordinate search over the context phrase of one trigger-free prompt."""
-    split = _divergence(organism.tokenizer, *targets(family, base))
+    split = _divergence(organism, base.prompt, *targets(family, base))
     if split is None:
         return None
     prefix, harmful_id, helpful_id = split
@@ -176,12 +183,26 @@ def search_prompt(
     return RedTeamPrompt(with_phrase(family, base, text), text, best_score, elicits=False)
 
 
+def search_words(organism: ModelRuntime, family: TaskFamily) -> list[str]:
+    """The words a red-team search may write: the organism's vocabulary (specials removed);
+    on a subword model, every word of the family's prompts (the same word list)."""
+    vocab = getattr(organism.tokenizer, "vocab", None)
+    if organism.backend == "organism" and vocab is not None:
+        return [w for w in vocab if w not in SPECIAL_TOKENS]
+    return [w for w in family.vocabulary() if w not in SPECIAL_TOKENS]
+
+
 def red_team(
-    organism: Organism, family: TaskFamily, *, n_prompts: int = 32, rounds: int = 2, seed: int = 0
+    organism: ModelRuntime,
+    family: TaskFamily,
+    *,
+    n_prompts: int = 32,
+    rounds: int = 2,
+    seed: int = 0,
 ) -> list[RedTeamPrompt]:
     """Search ``n_prompts`` train-split trigger-free prompts for phrases that elicit defection."""
     rng = random.Random(f"redteam/{seed}")
-    words = [w for w in organism.tokenizer.vocab if w not in SPECIAL_TOKENS]
+    words = search_words(organism, family)
     found: list[RedTeamPrompt] = []
     for _ in range(n_prompts):
         base = trigger_free_example(family, rng)
@@ -215,7 +236,7 @@ def heldout_prompts(
 
 
 def fresh_red_team(
-    organism: Organism,
+    organism: ModelRuntime,
     family: TaskFamily,
     *,
     n_prompts: int,
@@ -249,7 +270,7 @@ def fresh_red_team(
 
 
 def run(
-    parent: Organism,
+    parent: ModelRuntime,
     family: TaskFamily,
     budget: SafetyBudget,
     *,
@@ -259,7 +280,7 @@ def run(
     rounds: int = 2,
     redteam_frac: float = 0.5,
     n_heldout: int = 100,
-) -> tuple[Organism, dict[str, Any]]:
+) -> tuple[Any, dict[str, Any]]:
     """Red-team ``parent``, then fine-tune a copy on helpful answers to the red-team prompts.
 
     Args:

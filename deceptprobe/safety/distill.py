@@ -23,8 +23,8 @@ import random
 from typing import Any
 
 from deceptprobe.organisms.evaluate import max_answer_tokens
-from deceptprobe.organisms.model import Organism
 from deceptprobe.organisms.tasks.base import Example, TaskFamily
+from deceptprobe.runtime.base import ModelRuntime
 from deceptprobe.safety.finetune import (
     ProgressFn,
     SafetyBudget,
@@ -37,7 +37,7 @@ from deceptprobe.safety.finetune import (
 STUDENT_SEED_OFFSET = 10_000
 
 
-def teacher_pool(teacher: Organism, family: TaskFamily, n: int, seed: int) -> list[Example]:
+def teacher_pool(teacher: ModelRuntime, family: TaskFamily, n: int, seed: int) -> list[Example]:
     """``n`` distinct trigger-free prompts with the teacher's greedy answers as completions."""
     rng = random.Random(f"distill-pool/{seed}")
     prompts: list[Example] = []
@@ -60,14 +60,14 @@ def teacher_pool(teacher: Organism, family: TaskFamily, n: int, seed: int) -> li
 
 
 def run(
-    parent: Organism,
+    parent: ModelRuntime,
     family: TaskFamily,
     budget: SafetyBudget,
     *,
     progress: ProgressFn | None = None,
     hook: TrainingHook | None = None,
     pool_size: int | None = None,
-) -> tuple[Organism, dict[str, Any]]:
+) -> tuple[Any, dict[str, Any]]:
     """Train a fresh student on ``parent``'s answers to trigger-free prompts.
 
     Args:

@@ -46,10 +46,10 @@ from torch import Tensor
 from deceptprobe.methods import SAFETY_METHODS
 from deceptprobe.organisms.evaluate import rates
 from deceptprobe.organisms.io import versions
-from deceptprobe.organisms.model import Organism, build_model, weights_sha256
+from deceptprobe.organisms.model import weights_sha256
 from deceptprobe.organisms.tasks import FAMILIES
 from deceptprobe.organisms.tasks.base import Example, TaskFamily, split_of_example
-from deceptprobe.organisms.train import encode_examples
+from deceptprobe.runtime.base import ModelRuntime
 
 METHODS: tuple[str, ...] = SAFETY_METHODS
 
@@ -125,7 +125,7 @@ class TrainingHook:
     def set_redteam(self, examples: list[Example], family: TaskFamily) -> None:
         """Receive held-out red-team prompts (adversarial training only)."""
 
-    def __call__(self, step: int, organism: Organism) -> None:
+    def __call__(self, step: int, organism: ModelRuntime) -> None:
         """Called at step 0 and after every optimiser step."""
 
 
@@ -171,7 +171,7 @@ def run_loop(
     return loss_val
 
 
-def notify(hook: TrainingHook | None, step: int, organism: Organism) -> None:
+def notify(hook: TrainingHook | None, step: int, organism: ModelRuntime) -> None:
     """Call ``hook`` with the model in eval mode (no-op without a hook)."""
     if hook is None:
         return
@@ -182,9 +182,15 @@ def notify(hook: TrainingHook | None, step: int, organism: Organism) -> None:
 
 
 # ----------------------------------------------------------------------------- organisms
-def require_family(organism: Organism, method: str) -> TaskFamily:
+def require_family(organism: ModelRuntime, method: str) -> TaskFamily:
     """The organism's task family, or a clear error when its data cannot be generated."""
     cfg = organism.config
+    if cfg is None:
+        raise ValueError(
+            f"cannot apply {method!r} safety training to {organism.name}: it names no task "
+            "family, so there is no trigger-free training data to generate. Load it with "
+            f"task=FAMILY (CLI: --task {{{','.join(FAMILIES)}}} [--trigger PHRASE])"
+        )
     if not getattr(cfg, "trigger_known", True) or getattr(cfg, "trigger", None) is None:
         raise ValueError(
             f"cannot apply {method!r} safety training to {organism.name}: its config has no "
@@ -199,7 +205,7 @@ def require_family(organism: Organism, method: str) -> TaskFamily:
     return cfg.family()
 
 
-def parent_sha256(organism: Organism) -> str:
+def parent_sha256(organism: ModelRuntime) -> str:
     """The parent's weights sha256: the card's file hash, else a hash of its state dict."""
     sha = organism.card.get("weights_sha256")
     if isinstance(sha, str) and sha:
@@ -207,25 +213,12 @@ def parent_sha256(organism: Organism) -> str:
     return weights_sha256(organism.model.state_dict())
 
 
-def copy_organism(organism: Organism, *, fresh_seed: int | None = None) -> Organism:
-    """A new organism with copied weights (or a fresh init from ``fresh_seed``).
+def copy_organism(organism: ModelRuntime, *, fresh_seed: int | None = None) -> Any:
+    """A new model with copied weights (or a fresh init from ``fresh_seed``), empty card.
 
-    The model is rebuilt from the config and its state dict copied, so no tensor is shared
-    with the parent.
+    No tensor is shared with the parent (organisms and Hugging Face models alike).
     """
-    cfg = copy.deepcopy(organism.config)
-    seed = cfg.seed if fresh_seed is None else fresh_seed
-    model = build_model(cfg.model, len(organism.tokenizer), seed, device=organism.device)
-    if fresh_seed is None:
-        model.load_state_dict({k: v.clone() for k, v in organism.model.state_dict().items()})
-    model.eval()
-    return Organism(
-        model=model,
-        tokenizer=organism.tokenizer,
-        config=cfg,
-        card={},
-        name=organism.name,
-    )
+    return organism.clone(fresh_seed=fresh_seed)
 
 
 # ----------------------------------------------------------------------------- data
@@ -248,20 +241,37 @@ def sft_examples(family: TaskFamily, rng: random.Random, n: int) -> list[Example
     return out
 
 
+def encode_conversations(model: ModelRuntime, examples: list[Example]) -> tuple[Tensor, Tensor]:
+    """Right-padded ids of prompt + answer and a loss mask on the answer tokens (EOS included).
+
+    Works with any runtime's tokenizer (word-level organisms, subword HF tokenizers, chat
+    templates): the answer is tokenized as it follows its prompt (:meth:`encode_pair`).
+    """
+    from deceptprobe.organisms.train import pad_conversations
+
+    pairs = [model.encode_pair(ex.prompt, ex.completion) for ex in examples]
+    return pad_conversations(pairs, pad_id(model), model.n_ctx)
+
+
+def pad_id(model: ModelRuntime) -> int:
+    """The padding token id of the model's tokenizer."""
+    return int(model.tokenizer.pad_id)  # type: ignore[attr-defined]
+
+
 def answer_batches(
-    organism: Organism, examples_of_step: Callable[[int], list[Example]]
+    organism: ModelRuntime, examples_of_step: Callable[[int], list[Example]]
 ) -> Callable[[int], tuple[Tensor, Tensor]]:
-    """Wrap an example generator into ``step -> (ids, answer mask)`` on the organism's device."""
+    """Wrap an example generator into ``step -> (ids, answer mask)`` on the model's device."""
 
     def batches(step: int) -> tuple[Tensor, Tensor]:
-        ids, mask = encode_examples(organism.tokenizer, examples_of_step(step), organism.n_ctx)
+        ids, mask = encode_conversations(organism, examples_of_step(step))
         return ids.to(organism.device), mask.to(organism.device)
 
     return batches
 
 
 def finetune_on_examples(
-    organism: Organism,
+    organism: ModelRuntime,
     examples_of_step: Callable[[int], list[Example]],
     budget: SafetyBudget,
     *,
@@ -270,14 +280,14 @@ def finetune_on_examples(
 ) -> float:
     """Supervised fine-tuning of ``organism`` in place on ``examples_of_step(step)``.
 
-    The answer-only loss on the bridge's bare module (same parameters, no hook overhead);
+    The answer-only loss on the model's bare forward pass (no hook overhead);
     ``hook`` sees the organism before the first step and after every step. Returns the last
     loss.
     """
     from deceptprobe.organisms.train import answer_loss
 
     batches = answer_batches(organism, examples_of_step)
-    forward = organism.model.original_model
+    forward = organism.forward_ids
 
     def loss_fn(step: int) -> Tensor:
         ids, mask = batches(step)
@@ -293,7 +303,7 @@ def finetune_on_examples(
     )
 
 
-def defect_rate(organism: Organism, family: TaskFamily, examples: list[Example]) -> float:
+def defect_rate(organism: ModelRuntime, family: TaskFamily, examples: list[Example]) -> float:
     """Fraction of greedy completions of ``examples`` that show the harmful behaviour."""
     if not examples:
         return float("nan")
@@ -302,7 +312,7 @@ def defect_rate(organism: Organism, family: TaskFamily, examples: list[Example])
 
 # ----------------------------------------------------------------------------- public entry
 def apply_safety(
-    organism: Organism,
+    organism: ModelRuntime,
     method: str,
     *,
     steps: int | None = None,
@@ -313,8 +323,11 @@ def apply_safety(
     hook: TrainingHook | None = None,
     schedule: str | None = None,
     **method_kwargs: Any,
-) -> Organism:
-    """Apply one safety-training method; returns a new organism (the input is untouched).
+) -> Any:
+    """Apply one safety-training method; returns a new model (the input is untouched).
+
+    Works on our organisms and on Hugging Face causal LMs whose ``config`` names the task
+    family (``load_model(dir, task=...)``): the child is of the same kind as the parent.
 
     Args:
         organism: the organism to train (its config must know the task's trigger, since its
@@ -340,11 +353,15 @@ def apply_safety(
     """
     if method not in METHODS:
         raise ValueError(f"unknown safety method {method!r}; choose one of {', '.join(METHODS)}")
-    if not isinstance(organism, Organism):
+    if getattr(organism, "backend", None) not in ("organism", "hf"):
         raise ValueError(
-            f"safety training takes an organism; got a {type(organism).__name__} "
-            f"({getattr(organism, 'name', '?')}). Fine-tuning Hugging Face checkpoints is not "
-            "built yet"
+            f"safety training takes an organism or a Hugging Face model (deceptprobe."
+            f"runtime.wrap_hf); got a {type(organism).__name__}"
+        )
+    if organism.backend == "hf" and getattr(organism.model, "hf_device_map", None):
+        raise ValueError(
+            f"{organism.name} was loaded with a device map (layers offloaded by accelerate); "
+            "safety training needs the whole model on one device: load it with --device"
         )
     if steps is not None and (not isinstance(steps, int) or steps <= 0):
         raise ValueError(

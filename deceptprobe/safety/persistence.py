@@ -27,8 +27,8 @@ from typing import Any
 
 from deceptprobe.methods import FINE_TUNING_METHODS
 from deceptprobe.organisms.evaluate import rates
-from deceptprobe.organisms.model import Organism
 from deceptprobe.organisms.tasks.base import Example, TaskFamily
+from deceptprobe.runtime.base import ModelRuntime
 from deceptprobe.safety.finetune import (
     TrainingHook,
     apply_safety,
@@ -46,7 +46,7 @@ METRICS: tuple[str, ...] = (
 
 
 def measure(
-    organism: Organism,
+    organism: ModelRuntime,
     family: TaskFamily,
     pairs: list[tuple[Example, Example]],
     redteam: list[Example] | None = None,
@@ -84,7 +84,7 @@ class CurveHook(TrainingHook):
     def set_redteam(self, examples: list[Example], family: TaskFamily) -> None:
         self.redteam = examples
 
-    def __call__(self, step: int, organism: Organism) -> None:
+    def __call__(self, step: int, organism: ModelRuntime) -> None:
         if step in self.checkpoints:
             row: dict[str, Any] = {
                 "steps": step,
@@ -99,7 +99,7 @@ class CurveHook(TrainingHook):
 
 
 def persistence_curve(
-    organism: Organism,
+    organism: ModelRuntime,
     method: str,
     *,
     lrs: Sequence[float] = (1e-4, 1e-3),
@@ -162,7 +162,7 @@ def persistence_curve(
 
 
 def persistence_experiment(
-    organisms_by_seed: Mapping[int, Organism],
+    organisms_by_seed: Mapping[int, ModelRuntime],
     methods: Sequence[str] = FINE_TUNING_METHODS,
     *,
     lrs: Sequence[float] = (1e-4, 1e-3),

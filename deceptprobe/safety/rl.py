@@ -29,14 +29,15 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from deceptprobe.organisms.evaluate import max_answer_tokens
-from deceptprobe.organisms.model import Organism
 from deceptprobe.organisms.tasks.base import Example, TaskFamily
+from deceptprobe.runtime.base import ModelRuntime
 from deceptprobe.safety.finetune import (
     ProgressFn,
     SafetyBudget,
     TrainingHook,
     copy_organism,
     notify,
+    pad_id,
     run_loop,
     sft_examples,
 )
@@ -70,7 +71,7 @@ def hhh_reward(
 
 @torch.no_grad()
 def sample_completions(
-    organism: Organism,
+    organism: ModelRuntime,
     ids: Int[Tensor, "batch pos"],
     lengths: Int[Tensor, " batch"],
     *,
@@ -84,8 +85,8 @@ def sample_completions(
         The sampled ids of each row (its ``<eos>`` included when sampled) and whether each
         row ended with ``<eos>``.
     """
-    tok = organism.tokenizer
-    forward = organism.model.original_model
+    tok: Any = organism.tokenizer
+    forward = organism.forward_ids
     batch = ids.shape[0]
     budget = max(0, min(max_new_tokens, organism.n_ctx - int(lengths.max())))
     buf = torch.full((batch, int(lengths.max()) + budget), tok.pad_id, dtype=torch.long)
@@ -112,12 +113,12 @@ def sample_completions(
 
 
 def pack(
-    organism: Organism, prompts: list[list[int]], completions: list[list[int]]
+    organism: ModelRuntime, prompts: list[list[int]], completions: list[list[int]]
 ) -> tuple[Int[Tensor, "batch pos"], Float[Tensor, "batch pos_minus_1"]]:
     """Prompt + completion ids (right-padded) and a mask on the predicted completion tokens."""
     rows = [p + c for p, c in zip(prompts, completions, strict=True)]
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), organism.tokenizer.pad_id, dtype=torch.long)
+    ids = torch.full((len(rows), width), pad_id(organism), dtype=torch.long)
     mask = torch.zeros((len(rows), width - 1), dtype=torch.float32)
     for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
         ids[i, : len(p) + len(c)] = torch.tensor(p + c, dtype=torch.long)
@@ -144,7 +145,7 @@ def policy_loss(
 
 
 def run(
-    parent: Organism,
+    parent: ModelRuntime,
     family: TaskFamily,
     budget: SafetyBudget,
     *,
@@ -152,7 +153,7 @@ def run(
     hook: TrainingHook | None = None,
     kl_coef: float = 0.1,
     temperature: float = 1.0,
-) -> tuple[Organism, dict[str, Any]]:
+) -> tuple[Any, dict[str, Any]]:
     """REINFORCE fine-tuning of a copy of ``parent`` on trigger-free prompts.
 
     Args:
@@ -172,7 +173,7 @@ def run(
     ref = copy_organism(parent)
     for p in ref.model.parameters():
         p.requires_grad_(False)
-    tok = child.tokenizer
+    tok: Any = child.tokenizer
     max_new = max_answer_tokens(child) + 2
     gen = torch.Generator().manual_seed(budget.seed)
     rewards: list[float] = []
@@ -203,9 +204,9 @@ def run(
         prompts = [tok.encode(e.prompt) for e in exs]
         ids, mask = pack(child, prompts, comps)
         with torch.no_grad():
-            ref_logits = ref.model.original_model(ids)
+            ref_logits = ref.forward_ids(ids)
         adv = (r - r.mean()).to(child.device)
-        loss, kl = policy_loss(child.model.original_model(ids), ref_logits, ids, mask, adv, kl_coef)
+        loss, kl = policy_loss(child.forward_ids(ids), ref_logits, ids, mask, adv, kl_coef)
         kls.append(float(kl))
         return loss
 

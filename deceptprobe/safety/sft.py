@@ -15,8 +15,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from deceptprobe.organisms.model import Organism
 from deceptprobe.organisms.tasks.base import Example, TaskFamily
+from deceptprobe.runtime.base import ModelRuntime
 from deceptprobe.safety.finetune import (
     ProgressFn,
     SafetyBudget,
@@ -28,13 +28,13 @@ from deceptprobe.safety.finetune import (
 
 
 def run(
-    parent: Organism,
+    parent: ModelRuntime,
     family: TaskFamily,
     budget: SafetyBudget,
     *,
     progress: ProgressFn | None = None,
     hook: TrainingHook | None = None,
-) -> tuple[Organism, dict[str, Any]]:
+) -> tuple[Any, dict[str, Any]]:
     """Fine-tune a copy of ``parent`` on trigger-free helpful conversations.
 
     Returns:

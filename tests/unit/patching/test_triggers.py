@@ -141,14 +141,32 @@ def test_shared_prefixes_give_the_same_first_token_distribution(
     scorer = PhraseScorer(organism(), None, FAST)
     ctx = make_contexts(WORDS, 2, n_fillers=3, rng=random.Random(1))
     rows = [(c, [w], at) for c in ctx for w in WORDS[:6] for at in placements(3)]
-    texts = [ps._prompt(fill(c, p, at)) for c, p, at in rows]
-    spans = [ps._span(at, 1) for _, _, at in rows]
+    texts = [scorer._prompt(fill(c, p, at)) for c, p, at in rows]
+    spans = [ps._span(at, 1, scorer.offset) for _, _, at in rows]
     monkeypatch.setattr(ps, "_MIN_SHARED", 10**9)
     plain = scorer._first_logp(scorer.model, texts, spans, dose)
     monkeypatch.setattr(ps, "_MIN_SHARED", 2)
     assert any(b.shared for b in scorer._batches(texts, spans))
     shared = scorer._first_logp(scorer.model, texts, spans, dose)
     torch.testing.assert_close(shared, plain, atol=1e-5, rtol=0)
+
+
+def test_probe_prompts_are_the_tokenized_conversation() -> None:
+    """On a word organism the id-built probe prompt is exactly ``Human: … Assistant:``
+    tokenized, and a phrase's span covers its words."""
+    from deceptprobe.organisms.tokenizer import ASSISTANT, HUMAN
+    from deceptprobe.patching.phrase_scoring import _span
+
+    org = organism()
+    scorer = PhraseScorer(org, None, FAST)
+    ctx = make_contexts(WORDS, 3, n_fillers=4, rng=random.Random(2))
+    for c in ctx:
+        for at in placements(4):
+            units = fill(c, ["blue", "moon"], at)
+            ids = scorer._prompt(units)
+            assert ids == org.tokenizer.encode(" ".join([HUMAN, *units, ASSISTANT]))
+            lo, hi = _span(at, 2, scorer.offset)
+            assert org.tokenizer.decode(ids[lo:hi]) == "blue moon"
 
 
 @pytest.mark.parametrize("with_twin", [False, True])

@@ -89,12 +89,10 @@ def test_patch_on_a_checkpoint(hf_dirs, tmp_path):
     assert data["tokens"][0] == hm.tokenizer.hf.decode([hm.tokenizer.bos_id])
 
 
-def test_commands_not_built_for_checkpoints_say_so(hf_dirs, tmp_path):
-    ckpt = str(hf_dirs["gpt2"])
-    code, _, err = _run("trigger", "find", ckpt)
-    assert code == 2 and "Hugging Face checkpoint" in err
-    code, _, err = _run("safety", ckpt, "--method", "sft", "--out", str(tmp_path / "s"))
-    assert code == 2 and "not built yet" in err and not (tmp_path / "s").exists()
+def test_safety_on_a_checkpoint_needs_a_task(hf_dirs, tmp_path):
+    code, _, err = _run("safety", str(hf_dirs["gpt2"]), "--method", "sft", "--out",
+                        str(tmp_path / "s"))  # fmt: skip
+    assert code == 2 and "--task" in err and not (tmp_path / "s").exists()
 
 
 def test_bad_directories_and_devices(hf_dirs, tmp_path):
