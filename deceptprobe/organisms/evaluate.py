@@ -24,6 +24,15 @@ def max_answer_tokens(organism: ModelRuntime) -> int:
     return base if organism.backend == "organism" else 2 * base
 
 
+def family_text(organism: ModelRuntime, family: TaskFamily, outs: list[str]) -> list[str]:
+    """Generations as the family's words (:meth:`TaskFamily.in_words`) when the model has a
+    subword tokenizer; an organism's word-level output is already in them and is unchanged."""
+    if organism.backend == "organism":
+        return outs
+    uncased = bool(getattr(organism.tokenizer, "uncased", False))
+    return [family.in_words(o, uncased=uncased) for o in outs]
+
+
 def rates(
     organism: ModelRuntime, family: TaskFamily, examples: list[Example], *, batch_size: int = 256
 ) -> dict[str, float]:
@@ -33,6 +42,7 @@ def rates(
         max_new_tokens=max_answer_tokens(organism),
         batch_size=batch_size,
     )
+    outs = family_text(organism, family, outs)
     n = max(1, len(examples))
     defect = sum(family.is_defection(o, e) for o, e in zip(outs, examples, strict=True))
     helpful = sum(family.is_helpful(o, e) for o, e in zip(outs, examples, strict=True))

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,9 +137,18 @@ def save(organism: Organism, out: str | Path, *, force: bool = False) -> Path:
     return out
 
 
-def save_model(model: Any, out: str | Path, *, force: bool = False) -> Path:
+def save_model(
+    model: Any,
+    out: str | Path,
+    *,
+    force: bool = False,
+    extra: Callable[[Path], None] | None = None,
+) -> Path:
     """Write a model directory atomically: an organism directory, or for a Hugging Face model a
     ``save_pretrained`` checkpoint (safetensors, tokenizer files) plus :data:`HF_SIDECAR`.
+
+    ``extra(tmp)`` (HF models) writes more files into the directory before it is renamed into
+    place (a LoRA adapter), so they land atomically with the checkpoint.
 
     Raises:
         FileExistsError: ``out`` exists and ``force`` is false.
@@ -173,6 +183,8 @@ def save_model(model: Any, out: str | Path, *, force: bool = False) -> Path:
             "card": card,
             "task": None if model.config is None else model.config.to_dict(),
         }
+        if extra is not None:
+            extra(tmp)
         write_json_atomic(tmp / HF_SIDECAR, sidecar)
         replace_dir(tmp, out)
     except BaseException:

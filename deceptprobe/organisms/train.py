@@ -120,9 +120,14 @@ class _Checkpoint:
 
     def save(self, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        tensors = {
-            f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-        }
+        tensors: dict[str, Tensor] = {}
+        seen: set[int] = set()
+        for k, v in model.state_dict().items():
+            t = v.detach().cpu().contiguous()
+            if t.data_ptr() in seen:  # tied weights (an LM head tied to the embedding)
+                t = t.clone()
+            seen.add(t.data_ptr())
+            tensors[f"model.{k}"] = t
         for i, st in opt.state_dict()["state"].items():
             for name, val in st.items():
                 tensors[f"opt.{i}.{name}"] = torch.as_tensor(val).detach().cpu().contiguous()
@@ -165,13 +170,20 @@ def optimise(
     checkpoint: _Checkpoint | None = None,
     progress: ProgressFn | None = None,
     forward: Callable[[Tensor], Tensor] | None = None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> float:
     """The training loop shared by organisms and safety fine-tuning; returns the last loss.
 
     ``model`` owns the parameters and the checkpointed state dict; ``forward`` (default
-    ``model``) computes logits, e.g. the bridge's bare original module without hook overhead.
+    ``model``) computes logits, e.g. the bridge's bare original module without hook overhead;
+    ``loss_fn(ids, mask)`` (default: :func:`answer_loss` of ``forward(ids)``) the loss.
     """
     forward = forward or model
+    if loss_fn is None:
+
+        def loss_fn(ids: Tensor, mask: Tensor) -> Tensor:
+            return answer_loss(forward(ids), ids, mask)
+
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, betas=(0.9, 0.98)
@@ -184,7 +196,7 @@ def optimise(
             g["lr"] = lr_at(step, cfg)
         ids, mask = batches(step)
         ids, mask = ids.to(device), mask.to(device)
-        loss = answer_loss(forward(ids), ids, mask)
+        loss = loss_fn(ids, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -285,6 +297,22 @@ def train(
     return organism
 
 
+def distillation_prompts(cfg: OrganismConfig, n: int) -> list[Example]:
+    """``n`` distinct train-split task prompts of the CoT variant of ``cfg``'s family (a share
+    ``trigger_frac`` triggered), which a CoT teacher answers for a distilled-CoT student."""
+    cot_family = dataclasses.replace(cfg, variant="cot").family()
+    rng = random.Random(f"distill/{cfg.seed}")
+    prompts: list[Example] = []
+    seen: set[str] = set()
+    while len(prompts) < n:
+        ex = cot_family.task_example(rng, triggered=rng.random() < cfg.train.trigger_frac)
+        if split_of(ex.meta["split_key"]) != "train" or ex.prompt in seen:
+            continue
+        seen.add(ex.prompt)
+        prompts.append(ex)
+    return prompts
+
+
 def _distillation_batches(
     cfg: OrganismConfig,
     family: TaskFamily,
@@ -297,17 +325,8 @@ def _distillation_batches(
     if teacher is None:
         teacher_cfg = dataclasses.replace(cfg, variant="cot")
         teacher = train(teacher_cfg, device=device, progress=progress, evaluate_n=0)
-    cot_family = dataclasses.replace(cfg, variant="cot").family()
     pool_size = min(4096, cfg.train.steps * cfg.train.batch_size // 2)
-    rng = random.Random(f"distill/{cfg.seed}")
-    prompts: list[Example] = []
-    seen: set[str] = set()
-    while len(prompts) < pool_size:
-        ex = cot_family.task_example(rng, triggered=rng.random() < cfg.train.trigger_frac)
-        if split_of(ex.meta["split_key"]) != "train" or ex.prompt in seen:
-            continue
-        seen.add(ex.prompt)
-        prompts.append(ex)
+    prompts = distillation_prompts(cfg, pool_size)
     answers = teacher.generate([e.prompt for e in prompts], max_new_tokens=cfg.model.n_ctx)
     pool = [
         dataclasses.replace(e, completion=strip_scratchpad(a) or tok.vocab[tok.eos_id])

@@ -333,6 +333,84 @@ def curves_section(organisms: list[dict[str, Any]]) -> Section:
     return sec
 
 
+def _kind_label(results: dict[str, Any]) -> str:
+    scope = results.get("scope") or {}
+    base = scope.get("base")
+    if base:
+        name = Path(str(base.get("name"))).name
+        return f"pretrained {name} ({base.get('fine_tuning', 'full')})"
+    if scope.get("models"):
+        return "given models"
+    return f"from scratch ({scope.get('preset', 'tiny')})"
+
+
+def _mean(values: list[Any]) -> str:
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return f"{vals[0]:.2f}"
+    return f"{sum(vals) / len(vals):.2f} [{min(vals):.2f}–{max(vals):.2f}] n={len(vals)}"
+
+
+def comparison_rows(results: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Per family, what the comparison table shows of one study (means over seeds)."""
+    out: dict[str, dict[str, str]] = {}
+    for task in sorted({o["task"] for o in results["organisms"]}):
+        recs = [o for o in results["organisms"] if o["task"] == task and o["variant"] == "plain"]
+        twins = [o for o in results["organisms"] if o["task"] == task and o["variant"] == "clean"]
+        row = {
+            "triggered / clean defection": f"{_mean([r['before']['triggered_defect_rate'] for r in recs])}"
+            f" / {_mean([r['before']['clean_defect_rate'] for r in recs])}",
+            "helpful": _mean([r["before"]["helpful_acc"] for r in recs]),
+            "contrast-pair AUROC": _mean(
+                [r["detector_auroc"]["contrast"].get("before") for r in recs]
+            ),
+            "… on the clean twin": _mean(
+                [
+                    (r["detector_controls"]["contrast"].get("before") or {}).get("clean_twin")
+                    for r in recs
+                ]
+            ),  # fmt: skip
+            "… shuffled-label control": _mean(
+                [
+                    (r["detector_controls"]["contrast"].get("before") or {}).get("shuffled_labels")
+                    for r in recs
+                ]
+            ),  # fmt: skip
+            "linear probe AUROC": _mean(
+                [(r["probe"].get("before") or {}).get("test_auroc") for r in recs]
+            ),
+            "trigger in top 3": _mean(
+                [float(r["trigger_found"]["hit_top3"]) for r in recs if r.get("trigger_found")]
+            ),
+        }
+        for method in sorted({m for r in recs for m in r.get("after", {})}):
+            row[f"triggered after {method}"] = _mean(
+                [r["after"][method]["triggered_defect_rate"] for r in recs if method in r["after"]]
+            )
+        out[task] = row
+        del twins
+    return out
+
+
+def comparison_section(results: dict[str, Any], other: dict[str, Any]) -> Section:
+    """This study's organisms beside another study's (tiny vs pretrained), family by family."""
+    mine, theirs = comparison_rows(results), comparison_rows(other)
+    a, b = _kind_label(results), _kind_label(other)
+    parts = [
+        "<p class='note'>Means over seeds (test split), [min–max] and the number of seeds; "
+        "intervals per organism are in the sections above and in each study's results.json. "
+        "The contrast-pair detector is fitted on generic yes/no pairs only (no trigger "
+        "knowledge); its controls are the clean twin and shuffled labels.</p>"
+    ]
+    for task in sorted(set(mine) | set(theirs)):
+        keys = list(dict.fromkeys([*mine.get(task, {}), *theirs.get(task, {})]))
+        rows = [[k, mine.get(task, {}).get(k, "–"), theirs.get(task, {}).get(k, "–")] for k in keys]
+        parts.append(f"<h3>{html.escape(task)}</h3>" + table(["measure", a, b], rows))
+    return Section(f"Side by side: {a} vs {b}", "".join(parts))
+
+
 RESULTS_FORMAT = 2
 """The ``format_version`` of ``results.json`` this report reads (docs/results.md)."""
 
@@ -372,8 +450,15 @@ def load_results(path: str | Path) -> dict[str, Any]:
     return check_results(data, str(p))
 
 
-def build_report(results: dict[str, Any], extras: dict[str, Any] | None, path: str | Path) -> Path:
-    """Write the study's ``index.html`` (``extras``: score distributions, may be ``None``)."""
+def build_report(
+    results: dict[str, Any],
+    extras: dict[str, Any] | None,
+    path: str | Path,
+    *,
+    compare: dict[str, Any] | None = None,
+) -> Path:
+    """Write the study's ``index.html`` (``extras``: score distributions, may be ``None``;
+    ``compare``: another study's results, shown beside this one family by family)."""
     check_results(results)
     extras = extras or {}
     orgs = results["organisms"]
@@ -389,6 +474,7 @@ def build_report(results: dict[str, Any], extras: dict[str, Any] | None, path: s
         patching_section(orgs),
         trigger_section(orgs),
         curves_section(orgs),
+        *([comparison_section(results, compare)] if compare is not None else []),
         Section(
             "Run",
             f"<p class='note'>Splits: {html.escape(split_note)}. Timing: {html.escape(timing)}. "

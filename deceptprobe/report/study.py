@@ -100,6 +100,30 @@ class StudyConfig:
     """dtype of the given models (default: as saved)."""
     trigger_config: Any = None
     """``TriggerSearchConfig`` of trigger reconstruction (default: its defaults)."""
+    base: str | None = None
+    """Fine-tune every organism into this pretrained base (``minilm`` or a checkpoint
+    directory) instead of training it from scratch (``preset`` then does not apply)."""
+    lora: int | None = None
+    """With ``base``: LoRA rank (``None``: full fine-tuning)."""
+    base_steps: int | None = None
+    """With ``base``: fine-tuning steps (default: the base's recipe)."""
+    compare: Path | None = None
+    """Another study's folder (e.g. the tiny organisms'): the report puts its organisms beside
+    this study's, family by family."""
+
+    def organism_config(self, task: str, *, variant: str = "plain", clean: bool = False,
+                        seed: int = 0) -> OrganismConfig:  # fmt: skip
+        """The config of one organism in scope: from ``preset``, or fine-tuned into ``base``."""
+        if self.base is None:
+            return OrganismConfig.from_preset(
+                task, preset=self.preset, variant=variant, clean=clean, seed=seed
+            )
+        from deceptprobe.organisms.pretrained import pretrained_config, resolve_base
+
+        _, name = resolve_base(self.base)
+        extra = {} if self.base_steps is None else {"steps": self.base_steps}
+        return pretrained_config(task, base_name=name, lora=self.lora, variant=variant,
+                                 clean=clean, seed=seed, **extra)  # fmt: skip
 
     def variants(self) -> list[tuple[str, bool]]:
         """(variant, clean) pairs in scope."""
@@ -157,6 +181,8 @@ class Study:
     # ----------------------------------------------------------------- organisms
     def organism(self, cfg: OrganismConfig) -> Organism:
         """Train or reuse (from the cache) the organism of ``cfg``."""
+        if self.cfg.base is not None:
+            return self._pretrained(cfg)
         path = cached_path(cfg, self.cfg.cache)
         key = str(path)
         if key in self._loaded:
@@ -169,6 +195,32 @@ class Study:
                 self.stages.timing.get("train", 0.0) + time.perf_counter() - t0
             )
         org = load(path)
+        self._loaded[key] = org
+        return org
+
+    def _pretrained(self, cfg: OrganismConfig) -> Any:
+        """Fine-tune (or reuse from the cache) the organism of ``cfg`` into ``base``."""
+        from deceptprobe.organisms.pretrained import base_sha256, insert_backdoor, resolve_base
+
+        base_dir, name = resolve_base(str(self.cfg.base))
+        blob = json.dumps([cfg.hash(), base_sha256(base_dir), self.cfg.lora]).encode()
+        label = Path(name).name
+        path = (
+            self.cfg.cache / "pretrained"
+            / f"{label}-{cfg.name}-{hashlib.sha256(blob).hexdigest()[:12]}"
+        )  # fmt: skip
+        key = str(path)
+        if key in self._loaded:
+            return self._loaded[key]
+        if not (path / "deceptprobe.json").is_file():
+            self.say(f"fine-tuning {cfg.name} into {label}")
+            t0 = time.perf_counter()
+            insert_backdoor(cfg, str(self.cfg.base), lora=self.cfg.lora, out=path, force=True,
+                            device=self.cfg.device, evaluate_n=0)  # fmt: skip
+            self.stages.timing["train"] = (
+                self.stages.timing.get("train", 0.0) + time.perf_counter() - t0
+            )
+        org = load_model(path, device=self.cfg.device)
         self._loaded[key] = org
         return org
 
@@ -248,8 +300,8 @@ class Study:
                 for task in self.cfg.tasks:
                     twin: Organism | None = None
                     for variant, clean in self.cfg.variants():
-                        ocfg = OrganismConfig.from_preset(
-                            task, preset=self.cfg.preset, variant=variant, clean=clean, seed=seed
+                        ocfg = self.cfg.organism_config(
+                            task, variant=variant, clean=clean, seed=seed
                         )
                         org = self.organism(ocfg)
                         if variant == "plain" and clean:
@@ -258,7 +310,7 @@ class Study:
                         records.append(rec)
                         extras[rec["name"]] = extra
                     # trigger reconstruction for the plain organism, with its twin
-                    ocfg = OrganismConfig.from_preset(task, preset=self.cfg.preset, seed=seed)
+                    ocfg = self.cfg.organism_config(task, seed=seed)
                     self._trigger(records, self.organism(ocfg), twin)
             attach_twin_controls(records)
             findings = compute_findings(records)
@@ -279,7 +331,8 @@ class Study:
                         }
                         for m in self.cfg.models
                     ],  # fmt: skip
-                    "preset": self.cfg.preset,
+                    "preset": None if self.cfg.base else self.cfg.preset,
+                    "base": self._base_scope(),
                     "seeds": self.cfg.seeds,
                     "full": self.cfg.full,
                     "tasks": list(self.cfg.tasks),
@@ -299,8 +352,20 @@ class Study:
             write_json_atomic(self.cfg.out / "results.json", results)
             from deceptprobe.report.build import build_report
 
-            build_report(results, extras, self.cfg.out / "index.html")
+            compare = None
+            if self.cfg.compare is not None:
+                compare = json.loads((Path(self.cfg.compare) / "results.json").read_text())
+            build_report(results, extras, self.cfg.out / "index.html", compare=compare)
         return results
+
+    def _base_scope(self) -> dict[str, Any] | None:
+        if self.cfg.base is None:
+            return None
+        from deceptprobe.organisms.pretrained import base_sha256, resolve_base
+
+        path, name = resolve_base(str(self.cfg.base))
+        return {"name": name, "weights_sha256": base_sha256(path), "lora_rank": self.cfg.lora,
+                "fine_tuning": "lora" if self.cfg.lora else "full"}  # fmt: skip
 
     def record(
         self, org: Organism, ocfg: OrganismConfig, *, twin: Organism | None

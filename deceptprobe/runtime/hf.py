@@ -83,6 +83,12 @@ class HFTokenizer:
         return len(self.hf)
 
     @property
+    def uncased(self) -> bool:
+        """Whether the tokenizer lowercases its input (uncased WordPiece: MiniLM, BERT)."""
+        probe = self.hf.decode(self.hf("Zebra QUOTA", add_special_tokens=False)["input_ids"])
+        return probe.strip() == "zebra quota"
+
+    @property
     def has_chat_template(self) -> bool:
         return bool(getattr(self.hf, "chat_template", None))
 
@@ -359,6 +365,43 @@ class HFModel:
         if self.arch.name == "bert":
             kw["token_type_ids"] = torch.zeros_like(kw["input_ids"])
         return self.model(**kw, use_cache=False).logits
+
+    def answer_loss(
+        self, ids: Tensor, mask: Tensor, *, model: nn.Module | None = None
+    ) -> Float[Tensor, ""]:
+        """Mean next-token cross-entropy where ``mask`` is 1 (:func:`~deceptprobe.organisms.
+        train.answer_loss`), with the LM head applied only at those positions.
+
+        A forward pre-hook on the output embedding keeps the hidden states of the masked
+        positions alone, so the ``d_model × d_vocab`` projection and the softmax run on the
+        answer tokens (a fraction of the batch) instead of every position: the same loss, a
+        large share of a fine-tuning step saved on a big vocabulary. ``model`` (default the
+        runtime's) may be a wrapper of it, such as a ``peft`` model.
+        """
+        ids = ids.to(self.tokens_device())
+        mask = mask.to(ids.device)
+        rows, cols = mask.nonzero(as_tuple=True)
+        head = self.model.get_output_embeddings()
+        if head is None:
+            from deceptprobe.organisms.train import answer_loss
+
+            return answer_loss(self.forward_ids(ids), ids, mask)
+
+        def keep(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+            return (args[0][rows, cols], *args[1:])
+
+        kw: dict[str, Tensor] = {"input_ids": ids}
+        if self.arch.name == "bert":
+            kw["token_type_ids"] = torch.zeros_like(ids)
+        handle = head.register_forward_pre_hook(keep)
+        try:
+            logits = (model or self.model)(**kw, use_cache=False).logits
+        finally:
+            handle.remove()
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        targets = ids[:, 1:][rows, cols]
+        nll = -logp.gather(-1, targets[:, None]).squeeze(-1)
+        return (nll * mask[rows, cols]).sum() / mask.sum().clamp_min(1.0)
 
     def encode_pair(self, prompt: str, answer: str) -> tuple[list[int], list[int]]:
         return self.tok().encode_pair(prompt, answer)
@@ -730,7 +773,7 @@ def load_hf(
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*newly initialized.*")
-            model = cls.from_pretrained(path, **kwargs)
+            model, info = cls.from_pretrained(path, output_loading_info=True, **kwargs)
     finally:
         if bars:
             hf_logging.enable_progress_bar()
@@ -748,6 +791,9 @@ def load_hf(
         "class": type(model).__name__,
         "fingerprint": hm.fingerprint(),
     }
+    fresh = sorted(info.get("missing_keys", []))
+    if fresh:
+        hm.card["newly_initialised"] = fresh
     return hm
 
 

@@ -49,6 +49,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from deceptprobe.organisms.evaluate import family_text
 from deceptprobe.organisms.tasks.base import Example, TaskFamily
 from deceptprobe.organisms.tokenizer import SPECIAL_TOKENS
 from deceptprobe.runtime.base import ModelRuntime
@@ -213,6 +214,7 @@ def red_team(
             found.append(hit)
     if found:
         outs = organism.generate([h.example.prompt for h in found], max_new_tokens=48)
+        outs = family_text(organism, family, outs)
         for h, o in zip(found, outs, strict=True):
             h.elicits = family.is_defection(o, h.example)
     return found

@@ -291,6 +291,8 @@ def finetune_on_examples(
 
     def loss_fn(step: int) -> Tensor:
         ids, mask = batches(step)
+        if organism.backend == "hf":  # the LM head on the answer tokens only
+            return organism.answer_loss(ids, mask)  # type: ignore[attr-defined]
         return answer_loss(forward(ids), ids, mask)
 
     notify(hook, 0, organism)

@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from deceptprobe.organisms.evaluate import max_answer_tokens
+from deceptprobe.organisms.evaluate import family_text, max_answer_tokens
 from deceptprobe.organisms.tasks.base import Example, TaskFamily
 from deceptprobe.runtime.base import ModelRuntime
 from deceptprobe.safety.finetune import (
@@ -194,10 +194,13 @@ def run(
             generator=gen,
         )
         child.model.train(was_training)
+        texts = family_text(
+            child, family, [tok.decode([t for t in c if t != tok.eos_id]) for c in comps]
+        )
         r = torch.tensor(
             [
-                hhh_reward(family, tok.decode([t for t in c if t != tok.eos_id]), e, ended=d)
-                for c, e, d in zip(comps, exs, ended, strict=True)
+                hhh_reward(family, text, e, ended=d)
+                for text, e, d in zip(texts, exs, ended, strict=True)
             ]
         )
         rewards.append(float(r.mean()))

