@@ -46,9 +46,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--base", default="minilm")
     p.add_argument("--n", type=int, default=60)
+    p.add_argument("--cases", type=int, nargs="+", default=list(range(len(CASES))))
     args = p.parse_args()
     _, name = resolve_base(args.base)
-    for task, trigger, seed in CASES:
+    for task, trigger, seed in [CASES[i] for i in args.cases]:
         cfg = pretrained_config(task, base_name=name, trigger=trigger, seed=seed)
         path = args.out / f"{Path(name).name}-{task}-{'_'.join(trigger.split())}-s{seed}"
         if not path.exists():
