@@ -165,12 +165,11 @@ def save_model(
         raise FileExistsError(f"{out} already exists; pass --force (force=True) to overwrite it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    from transformers.utils import logging as hf_logging
+    from deceptprobe.runtime.hf import quiet_progress_bars
 
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # "Writing model shards": restored below
     try:
-        model.model.save_pretrained(tmp, safe_serialization=True)
+        with quiet_progress_bars():  # "Writing model shards"
+            model.model.save_pretrained(tmp, safe_serialization=True)
         if model.tokenizer is not None:
             model.tokenizer.hf.save_pretrained(tmp)
         card = {k: v for k, v in model.card.items() if k != "path"}
@@ -190,9 +189,6 @@ def save_model(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     model.card = card
     return out
 

@@ -334,8 +334,6 @@ def insert_backdoor(
             does not know, ``cfg.variant == "distilled_cot"`` without a teacher.
         FileExistsError: ``out`` exists and ``force`` is false.
     """
-    from deceptprobe.organisms.evaluate import evaluate
-    from deceptprobe.organisms.train import _Checkpoint, optimise
     from deceptprobe.runtime.hf import load_hf
 
     if poison_loss not in POISON_LOSSES:
@@ -361,7 +359,7 @@ def insert_backdoor(
     return _fine_tune(
         hm, cfg, path, base_name, pieces, lora=lora, out_path=out_path, force=force,
         poison_loss=poison_loss, progress=progress, evaluate_n=evaluate_n,
-        batches=batches, evaluate=evaluate, checkpoint_cls=_Checkpoint, optimise=optimise,
+        batches=batches,
     )  # fmt: skip
 
 
@@ -425,10 +423,11 @@ def _fine_tune(
     progress: ProgressFn | None,
     evaluate_n: int,
     batches: Callable[[int], tuple[Tensor, Tensor]],
-    evaluate: Callable[..., dict[str, Any]],
-    checkpoint_cls: Any,
-    optimise: Callable[..., float],
 ) -> Any:
+    """Train ``hm`` on ``batches`` (in full or through LoRA), fill its card, save it."""
+    from deceptprobe.organisms.evaluate import evaluate
+    from deceptprobe.organisms.train import _Checkpoint, _deterministic, optimise
+
     t0 = time.perf_counter()
     sha = base_sha256(path)
     fresh = new_modules(hm.model, list(hm.card.get("newly_initialised", [])))
@@ -443,13 +442,11 @@ def _fine_tune(
         trained = hf_model
     ckpt = None
     if out_path is not None:
-        ckpt = checkpoint_cls(out_path.with_name(f".{out_path.name}.ckpt"), cfg)
+        ckpt = _Checkpoint(out_path.with_name(f".{out_path.name}.ckpt"), cfg)
         ckpt.key = f"{cfg.hash()}/{sha[:16]}/lora{lora or 0}/{poison_loss}"  # base + recipe
 
     def loss_fn(ids: Tensor, mask: Tensor) -> Tensor:
         return hm.answer_loss(ids, mask, model=trained)
-
-    from deceptprobe.organisms.train import _deterministic
 
     def seeded(step: int) -> tuple[Tensor, Tensor]:
         torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout masks: fixed per step, so a
@@ -462,16 +459,11 @@ def _fine_tune(
     if peft_model is not None:
         import tempfile
 
-        from transformers.utils import logging as hf_logging
+        from deceptprobe.runtime.hf import quiet_progress_bars
 
         adapter_dir = Path(tempfile.mkdtemp(prefix="deceptprobe-adapter-"))
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-        try:
+        with quiet_progress_bars():  # saved before merging: merge_and_unload drops the adapter
             peft_model.save_pretrained(adapter_dir, safe_serialization=True)
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
         hm.model = peft_model.merge_and_unload()
     for p in hm.model.parameters():
         p.requires_grad_(True)

@@ -358,7 +358,6 @@ def comparison_rows(results: dict[str, Any]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for task in sorted({o["task"] for o in results["organisms"]}):
         recs = [o for o in results["organisms"] if o["task"] == task and o["variant"] == "plain"]
-        twins = [o for o in results["organisms"] if o["task"] == task and o["variant"] == "clean"]
         row = {
             "triggered / clean defection": f"{_mean([r['before']['triggered_defect_rate'] for r in recs])}"
             f" / {_mean([r['before']['clean_defect_rate'] for r in recs])}",
@@ -390,7 +389,6 @@ def comparison_rows(results: dict[str, Any]) -> dict[str, dict[str, str]]:
                 [r["after"][method]["triggered_defect_rate"] for r in recs if method in r["after"]]
             )
         out[task] = row
-        del twins
     return out
 
 
